@@ -1,0 +1,39 @@
+"""Shared test settings.
+
+The real data in ``../shared`` (third-party, never committed) is reached through one
+setting: the environment variable ``MTCNN_JAX_DATA`` (default: ``<repo>/../shared/data``).
+The reference outputs of other detectors are read from its sibling ``reference/``.
+Tests that need them skip, saying so, where the folder is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("MTCNN_JAX_DATA", REPO.parent / "shared" / "data")).resolve()
+REFERENCE_DIR = DATA_DIR.parent / "reference"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(
+            f"shared data not found at {path}: set MTCNN_JAX_DATA to the folder holding "
+            "widerface_val_subset/, mtfl_aflw_test_landmarks/, ... (see README, 'Tests')"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """``$MTCNN_JAX_DATA``; skips the test where it is absent."""
+    return _require(DATA_DIR)
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """``$MTCNN_JAX_DATA/../reference``; skips the test where it is absent."""
+    return _require(REFERENCE_DIR)
