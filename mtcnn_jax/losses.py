@@ -1,0 +1,184 @@
+"""MTCNN's multi-task loss (Zhang et al. 2016, Sec. II-C, Eq. 1–5) and OHEM.
+
+Sample types and the β table (which task each type feeds, paper Eq. 4):
+
+==========  =====  =====  =========  ===========================================
+type        code   det    box        landmarks
+==========  =====  =====  =========  ===========================================
+negative    0      1      0          0      IoU < 0.3 with every face
+positive    1      1      1          0      IoU > 0.65
+part        2      0      1          0      0.4 ≤ IoU ≤ 0.65
+landmark    3      0      0          1      face with five annotated points
+==========  =====  =====  =========  ===========================================
+
+Per-sample losses (``N`` samples):
+
+* det (Eq. 1): cross-entropy of the 2 face/non-face logits against
+  ``y = 1`` for positives, ``0`` for negatives: ``-log softmax(logits)[y]``.
+* box (Eq. 2): squared L2 over the 4 offsets, ``Σ_k (ŷ_k − y_k)²``.
+* landmarks (Eq. 3): squared L2 over the 10 coordinates ``(x1..x5, y1..y5)``.
+
+Normalisation (the exact formula; Eq. 4 with a per-task mean): for task ``j``
+with per-sample mask ``m_i^j = β_i^j · w_i^j`` (``w`` = OHEM keep mask for det,
+1 otherwise)::
+
+    L_j   = Σ_i m_i^j · L_i^j / max(1, Σ_i m_i^j)
+    total = Σ_j α_j · L_j
+
+so each task is a mean over the samples that feed it, and a task with no
+samples in the batch contributes 0 (never NaN). α comes from the config:
+P-Net and R-Net (det 1, box 0.5, landmarks 0.5), O-Net (1, 0.5, 1).
+
+OHEM (Sec. II-C, "online hard sample mining"): among the samples that carry a
+face/non-face label (negatives and positives), only the ``k`` largest det losses
+are kept; ``k = ohem_k(ohem_ratio, n_labelled)`` is static, fixed by the batch
+composition in the config. The keep mask is computed with ``jax.lax.top_k`` on
+stopped gradients, so the dropped samples get exactly zero gradient.
+
+Data parallelism: every function that normalises takes ``axis_name``. Inside
+``jax.shard_map`` with ``axis_name="data"`` the OHEM selection is made over the
+*global* batch (per-sample det losses are all-gathered) and the counts are
+``psum``-ed, so each device returns its *share* ``Σ_local m·L / global count``;
+summed over devices (which is what the gradient of replicated params is under
+``shard_map``'s default ``check_vma``) this is exactly the single-device loss.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+NEGATIVE, POSITIVE, PART, LANDMARK = 0, 1, 2, 3
+SAMPLE_TYPES = ("negative", "positive", "part", "landmark")
+TASKS = ("det", "box", "landmarks")
+
+#: β[type, task] in {0, 1}: rows negative, positive, part, landmark; columns det, box, landmarks.
+BETA = jnp.array(
+    [
+        [1.0, 0.0, 0.0],
+        [1.0, 1.0, 0.0],
+        [0.0, 1.0, 0.0],
+        [0.0, 0.0, 1.0],
+    ],
+    jnp.float32,
+)
+
+
+class LossTerms(NamedTuple):
+    """Per-task normalised losses ``L_j``, their sample counts and the α-weighted total."""
+
+    total: jax.Array  # []
+    det: jax.Array  # []
+    box: jax.Array  # []
+    landmarks: jax.Array  # []
+    n_det: jax.Array  # [] samples kept for det (after OHEM)
+    n_box: jax.Array  # []
+    n_landmarks: jax.Array  # []
+
+
+def beta(sample_type: jax.Array) -> jax.Array:
+    """int32[N] sample types → float32[N, 3] β indicators (det, box, landmarks)."""
+    return BETA[sample_type]
+
+
+def det_loss(logits: jax.Array, sample_type: jax.Array) -> jax.Array:
+    """Per-sample face/non-face cross-entropy (Eq. 1).
+
+    logits: float32[N, 2] (index 1 = face); sample_type: int32[N].
+    Returns float32[N]; the label is 1 for positives and 0 otherwise (only
+    negatives and positives are meant to be counted: mask with β).
+    """
+    label = (sample_type == POSITIVE).astype(jnp.int32)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return -jnp.take_along_axis(logp, label[:, None], axis=-1)[:, 0]
+
+
+def box_loss(pred: jax.Array, target: jax.Array) -> jax.Array:
+    """Per-sample squared L2 of the box offsets (Eq. 2): float32[N, 4] × 2 → float32[N]."""
+    return jnp.sum(jnp.square(pred.astype(jnp.float32) - target), axis=-1)
+
+
+def landmark_loss(pred: jax.Array, target: jax.Array) -> jax.Array:
+    """Per-sample squared L2 of the landmarks (Eq. 3): float32[N, 10] × 2 → float32[N]."""
+    return jnp.sum(jnp.square(pred.astype(jnp.float32) - target), axis=-1)
+
+
+def ohem_k(ohem_ratio: float, n_labelled: int) -> int:
+    """Static number of det losses OHEM keeps: ``max(1, round(ohem_ratio · n_labelled))``."""
+    if not 0.0 < ohem_ratio <= 1.0:
+        raise ValueError(f"ohem_ratio must be in (0, 1], got {ohem_ratio}")
+    return max(1, int(round(ohem_ratio * n_labelled)))
+
+
+def ohem_mask(
+    losses: jax.Array, labelled: jax.Array, k: int, axis_name: Optional[str] = None
+) -> jax.Array:
+    """Online hard sample mining: keep the ``k`` largest ``losses`` among ``labelled``.
+
+    losses: float32[N] per-sample det losses; labelled: bool[N] (β_det = 1);
+    k: static int. Returns float32[N] in {0, 1} with ``min(k, Σ labelled)`` ones,
+    at the labelled samples of largest loss (ties: lower index first, as
+    ``jax.lax.top_k``). No gradient flows through the mask.
+
+    With ``axis_name`` (inside ``shard_map``), ``losses``/``labelled`` are this
+    device's shard; the selection is over the all-gathered global batch and the
+    returned mask is this device's shard of the global mask.
+    """
+    losses = jax.lax.stop_gradient(losses)
+    n_local = losses.shape[0]
+    if axis_name is not None:
+        losses = jax.lax.all_gather(losses, axis_name, tiled=True)
+        labelled = jax.lax.all_gather(labelled, axis_name, tiled=True)
+    n = losses.shape[0]
+    k = min(int(k), n)
+    scores = jnp.where(labelled, losses, -jnp.inf)
+    values, idx = jax.lax.top_k(scores, k)
+    keep = jnp.zeros((n,), jnp.float32).at[idx].set(jnp.isfinite(values).astype(jnp.float32))
+    if axis_name is not None:
+        start = jax.lax.axis_index(axis_name) * n_local
+        keep = jax.lax.dynamic_slice(keep, (start,), (n_local,))
+    return keep
+
+
+def _masked_mean(values, mask, axis_name):
+    """``Σ mask·values / max(1, Σ mask)``; with ``axis_name`` the count is global."""
+    count = jnp.sum(mask)
+    if axis_name is not None:
+        count = jax.lax.psum(count, axis_name)
+    return jnp.sum(mask * values) / jnp.maximum(count, 1.0), count
+
+
+def multitask_loss(
+    logits: jax.Array,
+    box: jax.Array,
+    landmarks: Optional[jax.Array],
+    batch: Mapping[str, jax.Array],
+    alpha: Mapping[str, float],
+    k: Optional[int] = None,
+    axis_name: Optional[str] = None,
+) -> LossTerms:
+    """The α/β-weighted multi-task loss (Eq. 4, with the normalisation of the module docstring).
+
+    logits: float32[N, 2]; box: float32[N, 4]; landmarks: float32[N, 10] or None
+    (a network without a landmark head: its term is 0).
+    batch: ``type`` int32[N], ``box`` float32[N, 4] targets, ``landmarks``
+    float32[N, 10] targets (values at samples whose β is 0 are ignored).
+    alpha: ``{"det": α_det, "box": α_box, "landmarks": α_landmarks}``.
+    k: OHEM keep count (static) or None to keep every labelled sample.
+    axis_name: mesh axis of the batch inside ``shard_map`` (see module docstring).
+    """
+    b = beta(batch["type"])
+    l_det = det_loss(logits, batch["type"])
+    m_det = b[:, 0]
+    if k is not None:
+        m_det = m_det * ohem_mask(l_det, m_det > 0, k, axis_name)
+    det, n_det = _masked_mean(l_det, m_det, axis_name)
+    bx, n_box = _masked_mean(box_loss(box, batch["box"]), b[:, 1], axis_name)
+    if landmarks is None:
+        lm, n_lm = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
+    else:
+        lm, n_lm = _masked_mean(landmark_loss(landmarks, batch["landmarks"]), b[:, 2], axis_name)
+    total = alpha["det"] * det + alpha["box"] * bx + alpha["landmarks"] * lm
+    return LossTerms(total, det, bx, lm, n_det, n_box, n_lm)
