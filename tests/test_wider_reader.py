@@ -127,3 +127,8 @@ def test_shared_subset_counts(data_dir):
     first = recs[0]
     assert first.path == "0--Parade/0_Parade_Parade_0_102.jpg" and len(first) == 39
     np.testing.assert_array_equal(first.boxes[0], [806, 442, 830, 474])
+
+
+def test_zero_faces_with_nonzero_dummy_line(tmp_path):
+    with pytest.raises(WiderFormatError, match=r":3: 'a/x.jpg' has 0 faces: expected a dummy line"):
+        read_wider_gt(_write(tmp_path, "a/x.jpg\n0\n1 2 3 4 0 0 0 0 0 0\n"))

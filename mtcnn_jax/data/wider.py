@@ -84,7 +84,8 @@ class WiderRecord:
 def _parse_face(fields: list[str]) -> list[float] | str:
     """The ten numbers of a face line, or the reason it is malformed."""
     if len(fields) != _N_FIELDS:
-        return f"expected {_N_FIELDS} numbers 'x1 y1 w h {' '.join(ATTRIBUTES)}', got {len(fields)} fields"
+        layout = "x1 y1 w h " + " ".join(ATTRIBUTES)
+        return f"expected {_N_FIELDS} numbers '{layout}', got {len(fields)} fields"
     try:
         box = [float(v) for v in fields[:4]]
         attrs = [int(v) for v in fields[4:]]
@@ -179,11 +180,13 @@ def parse_wider_gt(
             if k < n_lines and not _looks_like_path(numbered[k][1]):
                 dummy_no, dummy = numbered[k]
                 if dummy and any(float(v) != 0 for v in dummy.split() if _is_number(v)):
-                    problem(dummy_no, f"{path!r} has 0 faces, expected a dummy line of zeros, got {dummy!r}")
+                    reason = f"{path!r} has 0 faces: expected a dummy line of zeros, got {dummy!r}"
+                    problem(dummy_no, reason)
                 k += 1
         for _ in range(n):
             if k >= n_lines:
-                problem(count_no, f"{path!r} announces {n} faces but the file ends after {len(faces)}")
+                got = len(faces)
+                problem(count_no, f"{path!r} announces {n} faces but the file ends after {got}")
                 break
             face_no, text = numbered[k]
             parsed = _parse_face(text.split())
