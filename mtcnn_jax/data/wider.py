@@ -45,7 +45,7 @@ class WiderFormatWarning(UserWarning):
     """A malformed line skipped by ``read_wider_gt(..., strict=False)``; same message form."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class WiderRecord:
     """Ground truth of one image.
 

@@ -27,7 +27,7 @@ POINT_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 MTFL_ATTRIBUTES = ("gender", "smile", "glasses", "pose")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class MtflAnnotations:
     """Landmark ground truth of M images.
 
