@@ -1,0 +1,184 @@
+"""Box arithmetic of the cascade, on the host in NumPy: IoU, NMS, calibrate, square, crop.
+
+Two coordinate conventions appear in this module; every function says which it takes.
+
+* **Inclusive** (the authors' code): ``float[N, 4]`` rows ``x1, y1, x2, y2`` name the
+  first and the last pixel column/row inside the box, so the width is
+  ``x2 - x1 + 1``. The cascade runs in this convention with the authors' 1-based
+  pixel indices, as their Matlab code does, so that every truncation and ``+1``
+  lands where theirs does.
+* **Half-open, 0-based** (what :mod:`mtcnn_jax.detector` returns, and WIDER FACE's
+  ``x2 = x + w``): ``x1, y1`` is the first pixel inside, ``x2, y2`` one past the
+  last, so the width is ``x2 - x1``. :func:`to_half_open` converts.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def area(boxes: np.ndarray) -> np.ndarray:
+    """Areas of inclusive boxes ``float[N, 4]``: ``(x2 - x1 + 1) * (y2 - y1 + 1)`` → ``float[N]``."""
+    boxes = np.asarray(boxes, np.float64)
+    return (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+
+
+def iou(box: np.ndarray, boxes: np.ndarray, mode: str = "union") -> np.ndarray:
+    """Overlap of one inclusive ``box`` ``float[4]`` with each of ``boxes`` ``float[N, 4]``.
+
+    ``mode="union"``: intersection / union (IoU). ``mode="min"``: intersection /
+    the smaller of the two areas (the authors' "Min", used after O-Net).
+    Returns ``float[N]``; boxes that do not touch give 0.
+    """
+    box = np.asarray(box, np.float64)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    iw = np.maximum(0.0, np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]) + 1)
+    ih = np.maximum(0.0, np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]) + 1)
+    inter = iw * ih
+    a = area(box[None])[0]
+    b = area(boxes)
+    if mode == "union":
+        denom = a + b - inter
+    elif mode == "min":
+        denom = np.minimum(a, b)
+    else:
+        raise ValueError(f"unknown overlap mode {mode!r} (expected 'union' or 'min')")
+    return inter / np.maximum(denom, 1e-12)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
+    """Greedy non-maximum suppression of inclusive boxes, as the authors' ``nms.m``.
+
+    Repeatedly keeps the highest-scoring remaining box and drops every other box
+    whose overlap with it (:func:`iou` in ``mode``) is **greater** than
+    ``threshold``. Among equal scores the box that comes later in the input is
+    taken first (the authors' ascending sort, read from the end).
+
+    boxes: ``float[N, 4]``; scores: ``float[N]``. Returns ``int64[K]``, indices into
+    the input, in the order they were kept (descending score).
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    x1, y1, x2, y2 = boxes.T
+    areas = area(boxes)
+    order = np.argsort(scores, kind="stable")  # ascending; best is last
+    keep = []
+    while order.size:
+        i = order[-1]
+        keep.append(i)
+        rest = order[:-1]
+        iw = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        ih = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        inter = iw * ih
+        if mode == "union":
+            overlap = inter / (areas[i] + areas[rest] - inter)
+        elif mode == "min":
+            overlap = inter / np.minimum(areas[i], areas[rest])
+        else:
+            raise ValueError(f"unknown overlap mode {mode!r} (expected 'union' or 'min')")
+        order = rest[overlap <= threshold]
+    return np.asarray(keep, np.int64)
+
+
+def calibrate(boxes: np.ndarray, reg: np.ndarray, inclusive: bool = True) -> np.ndarray:
+    """Apply the networks' box regression (the paper's "calibration"; ``bbreg.m``).
+
+    boxes: ``float[N, 4]`` inclusive ``x1, y1, x2, y2``; reg: ``float[N, 4]``
+    ``(dx1, dy1, dx2, dy2)`` in units of the box size. Returns
+    ``x1 + dx1 * w, y1 + dy1 * h, x2 + dx2 * w, y2 + dy2 * h`` with
+    ``w = x2 - x1 + 1`` (``inclusive=True``, R-Net and O-Net) or ``w = x2 - x1``
+    (``inclusive=False``: the authors' code uses this after P-Net).
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    reg = np.asarray(reg, np.float64).reshape(-1, 4)
+    extra = 1.0 if inclusive else 0.0
+    w = boxes[:, 2] - boxes[:, 0] + extra
+    h = boxes[:, 3] - boxes[:, 1] + extra
+    return boxes + reg * np.stack([w, h, w, h], axis=1)
+
+
+def square(boxes: np.ndarray) -> np.ndarray:
+    """Make boxes square about their centres (the authors' ``rerec.m``).
+
+    boxes: ``float[N, 4]`` ``x1, y1, x2, y2``. With ``w = x2 - x1``, ``h = y2 - y1``
+    and ``l = max(w, h)``: ``x1' = x1 + w/2 - l/2``, ``y1' = y1 + h/2 - l/2``,
+    ``x2' = x1' + l``, ``y2' = y1' + l`` (the original measures here without ``+1``).
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    side = np.maximum(w, h)
+    x1 = boxes[:, 0] + w * 0.5 - side * 0.5
+    y1 = boxes[:, 1] + h * 0.5 - side * 0.5
+    return np.stack([x1, y1, x1 + side, y1 + side], axis=1)
+
+
+def crop(image: np.ndarray, box) -> np.ndarray:
+    """The pixels of an inclusive, 0-based integer box, zero-padded where it leaves the image.
+
+    image: ``uint8[H, W, C]``; box: ``x1, y1, x2, y2`` integers, 0-based, inclusive
+    (the crop has ``y2 - y1 + 1`` rows and ``x2 - x1 + 1`` columns; the authors'
+    ``pad.m``). Returns ``uint8[y2 - y1 + 1, x2 - x1 + 1, C]``; rows and columns
+    outside the image are 0.
+    """
+    x1, y1, x2, y2 = (int(v) for v in box)
+    h, w = image.shape[:2]
+    out = np.zeros((y2 - y1 + 1, x2 - x1 + 1) + image.shape[2:], image.dtype)
+    sx1, sy1 = max(x1, 0), max(y1, 0)
+    sx2, sy2 = min(x2, w - 1), min(y2, h - 1)
+    if sx1 <= sx2 and sy1 <= sy2:
+        out[sy1 - y1 : sy2 - y1 + 1, sx1 - x1 : sx2 - x1 + 1] = image[sy1 : sy2 + 1, sx1 : sx2 + 1]
+    return out
+
+
+#: Resize methods this package accepts (see :func:`resize`).
+RESIZE_METHODS = ("antialiased", "area", "bilinear")
+
+
+def resize(image: np.ndarray, size_hw, method: str = "antialiased") -> np.ndarray:
+    """``image`` uint8[H, W, C] resized to ``size_hw = (h, w)``; returns uint8[h, w, C].
+
+    ``method``:
+      * "antialiased": averages over each output pixel's footprint when shrinking
+        (OpenCV INTER_AREA) and interpolates bilinearly when enlarging, per axis
+        pair, like the authors' ``imResample``;
+      * "area": OpenCV INTER_AREA in both directions (facenet-pytorch's choice;
+        close to nearest-neighbour when enlarging);
+      * "bilinear": OpenCV INTER_LINEAR in both directions (no antialiasing).
+    """
+    h, w = int(size_hw[0]), int(size_hw[1])
+    if method == "antialiased":
+        interp = cv2.INTER_AREA if (h <= image.shape[0] and w <= image.shape[1]) else cv2.INTER_LINEAR
+    elif method == "area":
+        interp = cv2.INTER_AREA
+    elif method == "bilinear":
+        interp = cv2.INTER_LINEAR
+    else:
+        raise ValueError(f"unknown resize method {method!r} (expected one of {RESIZE_METHODS})")
+    return cv2.resize(image, (w, h), interpolation=interp).reshape(h, w, -1)
+
+
+def crop_and_resize(image: np.ndarray, boxes: np.ndarray, size: int, method: str = "antialiased") -> np.ndarray:
+    """Zero-padded crops of inclusive 0-based integer boxes, each resized to ``size × size``.
+
+    image: ``uint8[H, W, 3]``; boxes: ``[N, 4]`` (see :func:`crop`). Returns
+    ``uint8[N, size, size, 3]``; ``method`` as in :func:`resize`.
+    """
+    out = np.empty((len(boxes), size, size, image.shape[2]), np.uint8)
+    for k, box in enumerate(np.asarray(boxes)):
+        out[k] = resize(crop(image, box), (size, size), method)
+    return out
+
+
+def to_half_open(boxes_1based: np.ndarray) -> np.ndarray:
+    """Inclusive 1-based boxes (the authors') → half-open 0-based ``x1, y1, x2, y2``.
+
+    A box covering 1-based pixels ``x1..x2`` covers 0-based pixels ``x1-1 .. x2-1``,
+    i.e. ``[x1 - 1, x2)``: subtract 1 from ``x1`` and ``y1``, keep ``x2`` and ``y2``.
+    """
+    out = np.array(boxes_1based, np.float64).reshape(-1, 4)
+    out[:, :2] -= 1
+    return out
