@@ -53,7 +53,7 @@ def annotate(
         if not np.isfinite(boxes[i]).all():
             continue
         x1, y1, x2, y2 = (int(round(v)) for v in boxes[i])
-        cv2.rectangle(out, (x1, y1), (x2, y2), BOX_COLOUR, thick, cv2.LINE_AA)
+        cv2.rectangle(out, (x1, y1), (x2, y2), BOX_COLOUR, thick, cv2.LINE_8)
         if scores is not None and np.isfinite(scores[i]):
             text = f"{scores[i]:.2f}"
             (_, text_h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thick)
