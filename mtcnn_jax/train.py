@@ -87,9 +87,12 @@ def make_schedule(opt_config, total_steps: int) -> optax.Schedule:
 
 
 def make_optimizer(opt_config, total_steps: int) -> optax.GradientTransformation:
-    """``add_decayed_weights(weight_decay)`` (L2, as Caffe) then SGD-momentum or Adam."""
+    """Optional ``clip_by_global_norm(clip_grad_norm)`` (0 = off), ``add_decayed_weights(weight_decay)``
+    (L2, as Caffe), then SGD with momentum or Adam."""
     sched = make_schedule(opt_config, total_steps)
     parts = []
+    if opt_config.clip_grad_norm:
+        parts.append(optax.clip_by_global_norm(float(opt_config.clip_grad_norm)))
     if opt_config.weight_decay:
         parts.append(optax.add_decayed_weights(float(opt_config.weight_decay)))
     if opt_config.name == "sgd":
@@ -254,3 +257,187 @@ def evaluate(eval_step, params, samples: Mapping[str, np.ndarray], alpha, batch_
         sums = jax.device_get(eval_step(params, batch))
         total = sums if total is None else {k: total[k] + sums[k] for k in total}
     return finish_eval(total, alpha)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def sample_batch(index_by_type, composition: Mapping[str, int], seed: int, step: int, process: int = 0,
+                 n_processes: int = 1) -> np.ndarray:
+    """Indices of this process's part of the global batch of ``step``.
+
+    Stateless: drawn from ``np.random.default_rng([seed, step, process])``, so a
+    resumed run sees exactly the batches an uninterrupted one sees. Each type
+    contributes ``composition[type] / n_processes`` samples, drawn without
+    replacement where there are enough; the batch is then shuffled.
+    """
+    rng = np.random.default_rng([seed, step, process])
+    parts = []
+    for code, name in enumerate(losses.SAMPLE_TYPES):
+        n = composition[name] // n_processes
+        if n:
+            pool = index_by_type[code]
+            parts.append(pool[rng.choice(len(pool), n, replace=n > len(pool))])
+    idx = np.concatenate(parts)
+    return idx[rng.permutation(len(idx))]
+
+
+def merge_pretrained(params, pretrained):
+    """Params with every layer ``pretrained`` has taken from it; shapes must agree.
+
+    Layers it lacks (the released P-Net and R-Net have no landmark head) are kept
+    fresh, with their kernels zeroed: the pretrained features are large, and a
+    randomly initialised head on top of them starts with a huge loss whose
+    gradient wrecks the trained layers (measured: P-Net at lr 0.01 went to NaN).
+    """
+    out = dict(params)
+    for name in out:
+        if name not in pretrained and "kernel" in out[name]:
+            out[name] = dict(out[name], kernel=jnp.zeros_like(out[name]["kernel"]))
+    for name, layer in pretrained.items():
+        if name not in out:
+            continue
+        for leaf in layer:
+            if np.shape(layer[leaf]) != np.shape(out[name][leaf]):
+                raise ValueError(f"pretrained {name}/{leaf} has shape {np.shape(layer[leaf])}")
+        out[name] = jax.tree.map(jnp.asarray, dict(layer))
+    return out
+
+
+class _Log:
+    """JSON-lines metrics file plus TensorBoard events (tensorboardX), on process 0 only."""
+
+    def __init__(self, workdir: Path, resume_step: int, enabled: bool):
+        self.enabled = enabled
+        if not enabled:
+            return
+        path = workdir / "metrics.jsonl"
+        if path.exists():  # drop what a killed run logged after its last checkpoint
+            keep = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            tmp = path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in keep))
+            os.replace(tmp, path)
+        self.file = open(path, "a")
+        from tensorboardX import SummaryWriter  # noqa: PLC0415 (pulls no TensorFlow)
+
+        self.tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+
+    def write(self, step: int, split: str, metrics: Mapping[str, float]):
+        if not self.enabled:
+            return
+        record = {"step": int(step), "split": split, **{k: float(v) for k, v in metrics.items()}}
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        for k, v in metrics.items():
+            self.tb.add_scalar(f"{split}/{k}", float(v), int(step))
+
+    def close(self):
+        if self.enabled:
+            self.file.close()
+            self.tb.close()
+
+
+def train_and_evaluate(config, workdir, init: str = "scratch", progress: bool = True,
+                       max_steps: Optional[int] = None):
+    """Train ``config.stage`` on samples cut per ``config.data``; returns ``(state, val_metrics)``.
+
+    workdir gets: ``config.json``, ``samples.npz`` (the cut samples, reused on
+    resume), ``checkpoints/<step>/`` (Orbax, written to a temporary folder and
+    renamed when complete, so a kill never leaves a half checkpoint that would be
+    restored), ``metrics.jsonl`` (one JSON object per log: ``step``, ``split``
+    "train"/"val", metrics) and ``tensorboard/`` event files.
+
+    Rerun on the same workdir, it restores the latest checkpoint and continues;
+    batches depend only on (seed, step), so the result equals an uninterrupted
+    run's. ``init="pretrained"`` starts from the authors' weights
+    (:func:`mtcnn_jax.pretrained.load_pretrained`), keeping fresh heads they lack.
+    ``max_steps`` stops early (after that many steps of this call; testing).
+    """
+    import orbax.checkpoint as ocp  # noqa: PLC0415
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from mtcnn_jax import config_utils, samples  # noqa: PLC0415
+
+    config_utils.validate(config)
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    main = jax.process_index() == 0
+    stage, size = config.stage, models.INPUT_SIZE[config.stage]
+    mesh = make_mesh()
+    config_utils.check_batch_fits(config, mesh.size, jax.process_count())
+    if main:
+        (workdir / "config.json").write_text(config.to_json(indent=2) + "\n")
+
+    cache = workdir / "samples.npz"
+    if cache.exists():
+        train_set, val_set = samples.load(cache)
+    else:
+        train_set, val_set = samples.build(config.data, size, config.seed)
+        if main:
+            samples.save(cache, train_set, val_set)
+    index_by_type = [np.flatnonzero(train_set["type"] == c) for c in range(4)]
+    composition = dict(config.batch)
+    for code, name in enumerate(losses.SAMPLE_TYPES):
+        if composition[name] and not len(index_by_type[code]):
+            raise ValueError(f"no {name} samples were cut: set config.batch.{name}=0 or cut more")
+
+    model = models.create(stage, landmarks=config.landmarks)
+    params = models.init_params(stage, jax.random.key(config.seed), landmarks=config.landmarks)
+    if init == "pretrained":
+        from mtcnn_jax.pretrained import load_pretrained  # noqa: PLC0415
+
+        params = merge_pretrained(params, load_pretrained()[stage])
+    elif init != "scratch":
+        raise ValueError(f"unknown init {init!r} (scratch or pretrained)")
+    tx = make_optimizer(config.optimizer, config.total_steps)
+    schedule = make_schedule(config.optimizer, config.total_steps)
+    alpha = dict(config.alpha)
+    k = None
+    if config.ohem_ratio < 1.0:
+        k = losses.ohem_k(config.ohem_ratio, composition["negative"] + composition["positive"])
+    state = replicate(create_train_state(params, tx), mesh)
+
+    manager = ocp.CheckpointManager(
+        workdir / "checkpoints",
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=config.keep_checkpoints, create=True, enable_async_checkpointing=False
+        ),
+    )
+    start = manager.latest_step() or 0
+    if start:
+        state = manager.restore(start, args=ocp.args.StandardRestore(state))
+
+    train_step = make_train_step(model, tx, alpha, k, mesh)
+    eval_step = make_eval_step(model, alpha, config.threshold)
+    log = _Log(workdir, start, main)
+    end = config.total_steps if max_steps is None else min(config.total_steps, start + max_steps)
+    val_metrics = {}
+    bar = tqdm(range(start, end), initial=start, total=config.total_steps, disable=not (progress and main),
+               desc=f"train {stage}", dynamic_ncols=True)
+    if start == 0:  # the untrained network's held-out numbers, for comparison
+        val_metrics = evaluate(eval_step, state.params, val_set, alpha, config.eval_batch_size)
+        log.write(0, "val", val_metrics)
+    t0 = time.time()
+    for step in bar:
+        idx = sample_batch(index_by_type, composition, config.seed, step, jax.process_index(), jax.process_count())
+        batch = {f: train_set[f][idx] for f in samples.FIELDS}
+        state, metrics = train_step(state, shard_batch(batch, mesh))
+        done = step + 1
+        if done % config.log_every == 0 or done == config.total_steps:
+            m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            m["lr"] = float(schedule(step))
+            m["steps_per_s"] = (done - start) / max(1e-9, time.time() - t0)
+            log.write(done, "train", m)
+            bar.set_postfix(loss=f"{m['loss']:.4f}")
+        if done % config.eval_every == 0 or done == config.total_steps:
+            val_metrics = evaluate(eval_step, state.params, val_set, alpha, config.eval_batch_size)
+            log.write(done, "val", val_metrics)
+            if progress and main:
+                bar.write(f"step {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in val_metrics.items()))
+        if done % config.checkpoint_every == 0 or done == config.total_steps:
+            manager.save(done, args=ocp.args.StandardSave(state))
+    manager.wait_until_finished()
+    manager.close()
+    log.close()
+    return state, val_metrics

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _opt(**kw):
     c = ml_collections.ConfigDict(
         dict(name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4, schedule="step",
-             warmup_steps=0, decay_at=(0.5, 0.75), decay_factor=0.1)
+             warmup_steps=0, decay_at=(0.5, 0.75), decay_factor=0.1, clip_grad_norm=0.0)
     )
     c.update(kw)
     return c
@@ -47,7 +47,8 @@ _DP_SCRIPT = textwrap.dedent(
     assert jax.device_count() == 4, jax.devices()
     jax.config.update("jax_default_matmul_precision", "highest")
     opt = ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.1, momentum=0.9,
-        weight_decay=5e-4, schedule="constant", warmup_steps=0, decay_at=(), decay_factor=0.1))
+        weight_decay=5e-4, schedule="constant", warmup_steps=0, decay_at=(), decay_factor=0.1,
+        clip_grad_norm=0.0))
     model = models.create("pnet", landmarks=True)
     params = jax.device_get(models.init_params("pnet", jax.random.key(0), landmarks=True))
     rng = np.random.default_rng(0)

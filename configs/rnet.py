@@ -1,0 +1,45 @@
+"""R-Net (24×24 windows), first pass: random windows cut from WIDER train-mini + LFW landmarks.
+
+The paper trains R-Net on P-Net's hard examples (windows P-Net proposes); the
+mining pipeline is its own issue. This config trains on the same kind of random
+windows as P-Net, resized to 24×24, which is a sound initialisation.
+
+Full run (one GPU: a few minutes; 2 CPU cores: hours)::
+
+    mtcnn-jax train --config configs/rnet.py --workdir /tmp/rnet
+
+Smoke test (2 CPU cores: about a minute)::
+
+    mtcnn-jax train --config configs/rnet.py:runlocal --workdir /tmp/rnet_local
+
+Expected: held-out face/non-face ``accuracy`` above 0.85 with ``runlocal``,
+about 0.95 for the full run. ``--init pretrained`` fine-tunes the authors' R-Net
+(no landmark head in the release: a fresh one is trained).
+"""
+
+from mtcnn_jax import config_utils
+
+
+def get_config(arg=None):
+    c = config_utils.base_config()
+    c.stage = "rnet"
+    c.threshold = 0.7
+    c.alpha.det, c.alpha.box, c.alpha.landmarks = 1.0, 0.5, 0.5
+    c.ohem_ratio = 0.7
+    c.batch.negative, c.batch.positive, c.batch.part, c.batch.landmark = 192, 64, 64, 128
+    c.total_steps = 20_000
+    c.optimizer.learning_rate = 0.01
+    c.eval_every = c.checkpoint_every = 2000
+    if arg == "runlocal":
+        c.data.wider_images = 60
+        c.data.landmark_faces = 300
+        c.data.negatives_per_image = 20
+        c.data.crops_per_face = 8
+        c.data.crops_per_landmark_face = 2
+        c.batch.negative, c.batch.positive, c.batch.part, c.batch.landmark = 48, 16, 16, 32
+        c.total_steps = 300
+        c.log_every = 25
+        c.eval_every = c.checkpoint_every = 150
+    elif arg not in (None, ""):
+        raise ValueError(f"unknown config variant {arg!r} (expected runlocal or nothing)")
+    return c

@@ -1,0 +1,68 @@
+"""``mtcnn-jax train``: train one stage from a config file.
+
+    mtcnn-jax train --config configs/pnet.py:runlocal --workdir DIR [--init pretrained]
+                    [--config.KEY=VALUE ...] [--distributed] [--no-progress]
+
+Overrides use the config's dotted keys (``--config.ohem_ratio=1.0``,
+``--config.alpha.box=0.25``); see :mod:`mtcnn_jax.config_utils`. Rerunning on
+the same ``--workdir`` resumes from its latest checkpoint.
+
+Several hosts: start the same command on every host with ``--distributed``
+(it calls ``jax.distributed.initialize()``, which reads the coordinator address,
+process count and id from the cluster environment — SLURM, TPU pods, or
+``JAX_COORDINATOR_ADDRESS``/``JAX_NUM_PROCESSES``/``JAX_PROCESS_ID``); the
+``--workdir`` must be a folder all hosts share.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train P-Net, R-Net or O-Net from a config file",
+        description=__doc__.split("\n\n")[0],
+        epilog="Config overrides: --config.KEY=VALUE, e.g. --config.ohem_ratio=1.0 --config.alpha.box=0.25",
+    )
+    p.add_argument("--config", required=True, metavar="FILE[:ARG]",
+                   help="config file and variant, e.g. configs/pnet.py:runlocal")
+    p.add_argument("--workdir", required=True, help="folder for checkpoints, metrics and TensorBoard events")
+    p.add_argument("--init", choices=("scratch", "pretrained"), default="scratch",
+                   help="start from fresh params (default) or the authors' released weights")
+    p.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() first")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run, config_overrides=[])
+
+    # argparse rejects unknown options such as --config.ohem_ratio=1.0; take them
+    # out before this sub-parser sees its arguments.
+    parse_known = p.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        from mtcnn_jax.config_utils import split_overrides  # noqa: PLC0415
+
+        overrides, rest = split_overrides(args or [])
+        ns, extra = parse_known(rest, namespace)
+        ns.config_overrides = list(getattr(ns, "config_overrides", [])) + overrides
+        return ns, extra
+
+    p.parse_known_args = parse_known_args
+
+
+def run(args: argparse.Namespace) -> int:
+    import jax  # noqa: PLC0415
+
+    from mtcnn_jax import config_utils, train  # noqa: PLC0415
+    from mtcnn_jax.errors import UserError  # noqa: PLC0415
+
+    if args.distributed:
+        jax.distributed.initialize()
+    config = config_utils.get(args.config, args.config_overrides)
+    try:
+        _, metrics = train.train_and_evaluate(config, args.workdir, init=args.init, progress=not args.no_progress)
+    except ValueError as err:
+        raise UserError(str(err).splitlines()[0]) from None
+    if metrics and jax.process_index() == 0:
+        print("final held-out: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return 0
