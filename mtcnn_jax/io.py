@@ -27,9 +27,11 @@ Coordinates: arrays are indexed ``[y, x, channel]``; x grows to the right, y dow
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import struct
+import sys
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
@@ -98,6 +100,9 @@ def _png_header(d: bytes) -> ImageHeader:
 # Any marker that can end entropy-coded data: 0xFF followed by neither 0x00 (byte
 # stuffing), a restart marker 0xD0-0xD7, nor another 0xFF (fill byte).
 _JPEG_MARKER_IN_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+# A marker outside entropy-coded data: 0xFF (any fill bytes) then a byte that is not 0xFF.
+_JPEG_MARKER = re.compile(rb"\xff([^\xff])")
+_JPEG_MAX_MARKERS = 100_000  # real files have tens; bounds the work on hostile ones
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
@@ -134,15 +139,13 @@ def _jpeg_header(d: bytes) -> ImageHeader:
     pos = 2
     size = None
     orientation = 1
-    while True:
+    for _ in range(_JPEG_MAX_MARKERS):
         # Expect a marker; tolerate stray bytes and fill bytes before it, as libjpeg does.
-        pos = d.find(b"\xff", pos)
-        while 0 <= pos < n - 1 and d[pos + 1] == 0xFF:
-            pos += 1
-        if pos < 0 or pos + 1 >= n:
+        m = _JPEG_MARKER.search(d, pos)
+        if m is None:
             raise _Bad("truncated JPEG (no end-of-image marker)")
-        marker = d[pos + 1]
-        pos += 2
+        marker = m.group(1)[0]
+        pos = m.end()
         if marker == 0xD9:  # EOI
             break
         if marker == 0x01 or 0xD0 <= marker <= 0xD8 or marker == 0x00:
@@ -172,6 +175,8 @@ def _jpeg_header(d: bytes) -> ImageHeader:
             if m is None:
                 raise _Bad("truncated JPEG (no end-of-image marker)")
             pos = m.start()
+    else:
+        raise _Bad("corrupt JPEG (too many markers)")
     if size is None:
         raise _Bad("corrupt JPEG (no frame header)")
     return ImageHeader("JPEG", size[0], size[1], orientation)
@@ -303,6 +308,32 @@ def _cv2_decode(data: bytes) -> Optional[np.ndarray]:
         return None
     finally:
         logging.setLogLevel(level)
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Discard what C libraries write to file descriptor 2 inside the block.
+
+    libjpeg and libpng print their own warnings ("Corrupt JPEG data: ...",
+    "libpng error: ...") straight to the process's stderr, past OpenCV's logging;
+    a command line that promises one line per bad file wraps :func:`load_image`
+    in this. It swaps the process-wide descriptor 2, so use it from one thread
+    only (decoding itself, without it, is thread-safe). Python's ``sys.stderr``
+    is flushed first and is unaffected afterwards.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield  # no usable descriptor 2: nothing to silence
+        return
+    try:
+        with open(os.devnull, "wb") as sink:
+            os.dup2(sink.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _orient(image: np.ndarray, orientation: int) -> np.ndarray:

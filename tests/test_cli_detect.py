@@ -205,6 +205,19 @@ def test_bad_input_is_reported_and_the_rest_processed(tmp_path, capsys, fake, ca
     assert out.splitlines()[-1] == "1 image, 1 face, 1 error"
 
 
+def test_corrupt_pixel_data_gives_exactly_one_line(tmp_path, capfd, fake):
+    """libpng's own message on fd 2 is kept out: the user sees our line only."""
+    ok, data = cv2.imencode(".png", np.random.default_rng(0).integers(0, 256, (30, 30, 3), dtype=np.uint8))
+    data = bytearray(data.tobytes())
+    data[60] ^= 0xFF  # inside the IDAT data
+    bad = tmp_path / "crc.png"
+    bad.write_bytes(bytes(data))
+    code = main(["detect", str(bad)])
+    err = capfd.readouterr().err
+    assert code == 1
+    assert err == f"mtcnn-jax: {bad}: cannot decode this PNG file (corrupt data)\n"
+
+
 def test_decompression_bomb_is_never_decoded(tmp_path, capsys, fake, monkeypatch):
     bomb = bomb_png(tmp_path / "bomb.png")
 

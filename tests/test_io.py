@@ -340,3 +340,20 @@ def test_find_images_collects_errors_and_goes_on(tmp_path):
         (str(tmp_path / "missing.jpg"), "no such file or folder"),
         (str(tmp_path / "empty"), "no images in this folder"),
     ]
+
+
+def test_quiet_native_stderr_hides_library_warnings(tmp_path, capfd):
+    """libpng reports a bad checksum on fd 2 itself; inside the block nothing gets out."""
+    ok, png = cv2.imencode(".png", np.random.default_rng(0).integers(0, 256, (30, 30, 3), dtype=np.uint8))
+    data = bytearray(png.tobytes())
+    data[60] ^= 0xFF  # inside the IDAT data: the structure is intact, the zlib stream is not
+    path = tmp_path / "crc.png"
+    path.write_bytes(bytes(data))
+    capfd.readouterr()
+    with io.quiet_native_stderr():
+        with pytest.raises(ImageError) as info:
+            io.load_image(path)
+    assert info.value.reason == "cannot decode this PNG file (corrupt data)"
+    assert capfd.readouterr().err == ""
+    print("stderr works again", file=__import__("sys").stderr)
+    assert capfd.readouterr().err == "stderr works again\n"

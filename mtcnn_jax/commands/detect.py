@@ -326,7 +326,8 @@ def run(args: argparse.Namespace) -> int:
     for item in tqdm(items, desc="detect", unit="image", file=sys.stderr,
                      disable=None if show_bar else True, leave=False):
         try:
-            image = io.load_image(item.path, max_pixels=settings.max_pixels)
+            with io.quiet_native_stderr():  # libjpeg/libpng warnings: our one line suffices
+                image = io.load_image(item.path, max_pixels=settings.max_pixels)
         except ImageError as err:
             report(f"{item.display}: {err.reason}")
             continue
