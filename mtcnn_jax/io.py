@@ -363,19 +363,23 @@ def to_rgb8(decoded: np.ndarray) -> np.ndarray:
     image = decoded[:, :, None] if decoded.ndim == 2 else decoded
     if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
         raise ValueError(f"unsupported channel layout {decoded.shape}")
-    channels = image.shape[2]
-    colour = image[:, :, :1] if channels in (1, 2) else image[:, :, 2::-1]  # BGR -> RGB
-    if channels in (2, 4):
-        alpha = image[:, :, -1:].astype(np.float64) / top
-        out = colour.astype(np.float64) * alpha * (255.0 / top)
-        out = np.rint(out).astype(np.uint8)
-    elif top == 65535:
-        out = ((colour.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    else:
-        out = colour
-    if out.shape[2] == 1:
-        out = np.repeat(out, 3, axis=2)
-    return np.ascontiguousarray(out)
+    height, width, channels = image.shape
+    out = np.empty((height, width, 3), np.uint8)
+    # Row blocks of about 2**20 pixels bound the temporary wide arrays (a 100 MP
+    # RGBA image would otherwise need gigabytes of float64).
+    step = max(1, (1 << 20) // max(1, width))
+    for y0 in range(0, height, step):
+        block = image[y0 : y0 + step]
+        colour = block[:, :, :1] if channels in (1, 2) else block[:, :, 2::-1]  # BGR -> RGB
+        if channels in (2, 4):
+            alpha = block[:, :, -1:].astype(np.float64) * (255.0 / (top * top))
+            converted = np.rint(colour * alpha).astype(np.uint8)
+        elif top == 65535:
+            converted = ((colour.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        else:
+            converted = colour
+        out[y0 : y0 + step] = converted  # broadcasts one grey channel to three
+    return out
 
 
 def decode_image(

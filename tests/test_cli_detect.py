@@ -218,6 +218,25 @@ def test_corrupt_pixel_data_gives_exactly_one_line(tmp_path, capfd, fake):
     assert err == f"mtcnn-jax: {bad}: cannot decode this PNG file (corrupt data)\n"
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="needs byte file names (Linux)")
+def test_odd_file_names_still_give_one_line_each(tmp_path, capsys, fake):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "two\nlines.jpg").write_text("not a picture")
+    with open(os.path.join(os.fsencode(folder), b"latin1-\xe9.png"), "wb") as f:  # not UTF-8
+        f.write(b"not a picture either")
+    good_image(folder / "ok-\u00e9.png")
+    code, out, err = run(capsys, folder, "--json", tmp_path / "out.json")
+    assert code == 1
+    lines = _stderr_lines(err)
+    assert len(lines) == 2
+    assert lines[0].endswith("latin1-\\udce9.png: not a supported image (JPEG, PNG, BMP, WebP, TIFF)")
+    assert lines[1].endswith("two\\nlines.jpg: not a supported image (JPEG, PNG, BMP, WebP, TIFF)")
+    assert out.splitlines()[0] == f"{folder}/ok-\u00e9.png: 1 face"
+    (entry,) = json.loads((tmp_path / "out.json").read_text())
+    assert entry["path"] == os.path.join(str(folder), "ok-\u00e9.png")
+
+
 def test_decompression_bomb_is_never_decoded(tmp_path, capsys, fake, monkeypatch):
     bomb = bomb_png(tmp_path / "bomb.png")
 

@@ -237,6 +237,15 @@ def output_name(relative: str, used: Set[str]) -> str:
         k += 1
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print as one line: control characters and undecodable bytes escaped."""
+    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _inside(path: str, folder: str) -> bool:
     path, folder = os.path.realpath(path), os.path.realpath(folder)
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
@@ -312,7 +321,7 @@ def run(args: argparse.Namespace) -> int:
     def report(message: str) -> None:
         nonlocal n_errors
         n_errors += 1
-        tqdm.write(f"mtcnn-jax: {message}", file=sys.stderr)
+        tqdm.write(f"mtcnn-jax: {printable(message)}", file=sys.stderr)
 
     errors: List[ImageError] = []
     items = _collect(args.paths, errors, out_dir)
@@ -336,7 +345,7 @@ def run(args: argparse.Namespace) -> int:
         results.append(entry)
         n_faces += len(entry["faces"])
         count = len(entry["faces"])
-        tqdm.write(f"{item.display}: {count} face{'' if count == 1 else 's'}", file=lines)
+        tqdm.write(f"{printable(item.display)}: {count} face{'' if count == 1 else 's'}", file=lines)
         if out_dir is not None:
             try:
                 write_annotated(out_dir, output_name(item.relative, used), image, faces)
