@@ -176,8 +176,8 @@ def make_train_step(model, tx, alpha: Mapping[str, float], ohem_k: Optional[int]
             "n_det": terms.n_det,
             "n_box": terms.n_box,
             "n_landmarks": terms.n_landmarks,
-            "grad_norm": optax.global_norm(grads),
-            "param_norm": optax.global_norm(params),
+            "grad_norm": optax.tree.norm(grads),
+            "param_norm": optax.tree.norm(params),
         }
         return TrainState(params, opt_state, state.step + 1), metrics
 

@@ -200,3 +200,83 @@ def test_cutting_is_deterministic_and_consistent():
             ok |= abs((w[2] - w[0]) - (w[3] - w[1])) < 1e-3 and samples.iou(w, f[None])[0] > 0.65
         assert ok
     assert np.all(a["box"][a["type"] == losses.NEGATIVE] == 0)
+
+
+# ----------------------------------------------------------------------------- acceptance: the real loop
+
+import json  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+
+from mtcnn_jax import config_utils  # noqa: E402
+
+
+def _metrics(workdir):
+    return [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_pnet_from_scratch_learns(data_dir, tmp_path):
+    """configs/pnet.py:runlocal: held-out loss falls and face/non-face accuracy > 90%."""
+    config = config_utils.get("configs/pnet.py:runlocal", [("data.root", str(data_dir))])
+    t0 = time.time()
+    state, final = train.train_and_evaluate(config, tmp_path / "w", progress=False)
+    elapsed = time.time() - t0
+    val = [m for m in _metrics(tmp_path / "w") if m["split"] == "val"]
+    assert val[0]["step"] == 0 and val[-1]["step"] == config.total_steps
+    assert val[-1]["loss"] < 0.5 * val[0]["loss"], (val[0], val[-1])
+    assert final["accuracy"] > 0.90, final
+    assert final["recall"] > 0.5, final
+    assert elapsed < 150, elapsed
+    # Held-out samples come from other images than the training samples.
+    train_set, val_set = samples.load(tmp_path / "w" / "samples.npz")
+    assert len(val_set["type"]) > 1000 and len(train_set["type"]) > 4 * len(val_set["type"]) // 2
+    for f in ("samples.npz", "config.json", "metrics.jsonl"):
+        assert (tmp_path / "w" / f).is_file()
+    assert list((tmp_path / "w" / "tensorboard").glob("events.out.tfevents.*"))
+    assert int(state.step) == config.total_steps
+
+
+_SMALL = [
+    ("total_steps", "1500"), ("checkpoint_every", "100"), ("eval_every", "1500"), ("log_every", "100"),
+    ("data.wider_images", "30"), ("data.landmark_faces", "200"),
+]
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(data_dir, tmp_path):
+    overrides = _SMALL + [("data.root", str(data_dir))]
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "mtcnn_jax.cli", "train", "--config", "configs/pnet.py:runlocal",
+           "--workdir", str(killed), "--no-progress"] + [f"--config.{k}={v}" for k, v in overrides]
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpts = killed / "checkpoints"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            done = [int(p.name) for p in ckpts.glob("*") if p.name.isdigit()] if ckpts.exists() else []
+            if done and max(done) >= 300:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished or failed before it could be killed: " + proc.stderr.read().decode()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = sorted(int(p.name) for p in ckpts.glob("*") if p.name.isdigit())
+    last = done[-1]
+    assert 300 <= last < 1500, done
+
+    config = config_utils.get("configs/pnet.py:runlocal", overrides)
+    # The rerun may take only the steps left after the last checkpoint: ending at step
+    # 1500 proves it resumed there rather than starting again.
+    resumed, _ = train.train_and_evaluate(config, killed, progress=False, max_steps=1500 - last)
+    assert int(resumed.step) == 1500
+    straight, _ = train.train_and_evaluate(config, tmp_path / "straight", progress=False)
+    for a, b in zip(jax.tree.leaves(jax.device_get(resumed.params)), jax.tree.leaves(jax.device_get(straight.params))):
+        np.testing.assert_array_equal(a, b)
+    # The metrics file has each train log once (lines past the checkpoint were dropped).
+    steps = [m["step"] for m in _metrics(killed) if m["split"] == "train"]
+    assert steps == list(range(100, 1501, 100)), steps
