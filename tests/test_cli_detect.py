@@ -369,6 +369,28 @@ def test_annotate_dir_inside_the_scanned_folder_is_skipped(tmp_path, capsys, fak
         assert out.splitlines()[-1] == "1 image, 1 face, 0 errors"
 
 
+def test_annotate_never_overwrites_an_input(tmp_path, capsys, fake):
+    folder = tmp_path / "photos"
+    image = good_image(folder / "x.png")
+    before = image.read_bytes()
+    code, _, err = run(capsys, folder, "--annotate", folder)  # DIR = the input folder
+    assert code == 2 and err.startswith(f"mtcnn-jax: --annotate: {folder} is an input folder")
+    code, out, err = run(capsys, image, "--annotate", folder)  # DIR/x.png would be the input
+    assert code == 1
+    assert _stderr_lines(err) == [f"mtcnn-jax: {image}: not annotated: {image} is an input image"]
+    assert image.read_bytes() == before
+    assert out.splitlines()[-1] == "1 image, 1 face, 1 error"
+
+
+def test_annotate_dir_above_the_input_folder_skips_nothing(tmp_path, capsys, fake):
+    folder = tmp_path / "photos" / "sub"
+    good_image(folder / "a.png")
+    code, out, err = run(capsys, folder, "--annotate", tmp_path / "photos")
+    assert code == 0, err
+    assert out.splitlines()[-1] == "1 image, 1 face, 0 errors"
+    assert (tmp_path / "photos" / "a.png").is_file()
+
+
 def test_tiny_image_is_not_an_error(tmp_path, capsys, fake):
     tiny = png(tmp_path / "tiny.png", np.zeros((5, 11, 3), np.uint8))
     code, out, err = run(capsys, tiny, "--json", "-")

@@ -27,7 +27,8 @@ files found in a folder.
 ``DIR/<relative name>``: the file name for a file given directly, the path
 relative to the folder for files found in a folder; ``..`` and empty parts are
 dropped, names taken twice get ``-1``, ``-2``, ... and no file is written outside
-DIR. Files already under DIR are skipped when a folder scan finds them.
+DIR, nor over an input image. DIR may not be an input folder; when it lies
+inside one, the files under DIR (earlier output) are not taken as input.
 
 ``--min-face`` (pixels, default 20) must be at least 6: below 12 px the pyramid
 upsamples the image by 12 / min-face, and 6 caps that at 2x (4x the pixels).
@@ -282,10 +283,12 @@ def _collect(paths: Sequence[str], errors: List[ImageError], skip_under: Optiona
     items = []
     for given in paths:
         is_dir = os.path.isdir(given)
+        # The output folder inside this folder: its files are our own earlier output.
+        skip = is_dir and skip_under is not None and _inside(skip_under, given)
         for display, path in io.find_images([given], errors):
             if is_dir:
-                if skip_under is not None and _inside(path, skip_under):
-                    continue  # our own output from an earlier run
+                if skip and _inside(path, skip_under):
+                    continue
                 relative = os.path.relpath(display, given)
             else:
                 relative = os.path.basename(display)
@@ -309,6 +312,10 @@ def run(args: argparse.Namespace) -> int:
     _check_json_target(args.json)
     out_dir = args.annotate
     if out_dir is not None:
+        for given in args.paths:
+            if os.path.isdir(given) and os.path.realpath(given) == os.path.realpath(out_dir):
+                raise UserError(f"--annotate: {out_dir} is an input folder: choose another "
+                                "folder for the annotated images")
         try:
             os.makedirs(out_dir, exist_ok=True)
         except OSError as err:
@@ -328,6 +335,7 @@ def run(args: argparse.Namespace) -> int:
     for err in errors:
         report(str(err))
 
+    inputs = {os.path.realpath(item.path) for item in items}
     show_bar = len(items) > 1 or any(os.path.isdir(p) for p in args.paths)
     used: Set[str] = set()
     results = []
@@ -347,8 +355,12 @@ def run(args: argparse.Namespace) -> int:
         count = len(entry["faces"])
         tqdm.write(f"{printable(item.display)}: {count} face{'' if count == 1 else 's'}", file=lines)
         if out_dir is not None:
+            name = output_name(item.relative, used)
+            if os.path.realpath(os.path.join(out_dir, name)) in inputs:
+                report(f"{item.display}: not annotated: {os.path.join(out_dir, name)} is an input image")
+                continue
             try:
-                write_annotated(out_dir, output_name(item.relative, used), image, faces)
+                write_annotated(out_dir, name, image, faces)
             except (OSError, cv2.error) as err:
                 report(f"{item.display}: cannot write the annotated image ({getattr(err, 'strerror', None) or err})")
 
