@@ -325,6 +325,24 @@ def test_annotate_writes_inside_dir_with_unique_names(tmp_path, capsys, fake):
     assert drawn[15, 10].tolist() == [0, 255, 0]
 
 
+def test_annotate_draws_boxes_and_points_on_a_copy():
+    from mtcnn_jax.draw import BOX_COLOUR, LANDMARK_COLOURS, annotate
+
+    image = np.zeros((100, 120, 3), np.uint8)
+    points = np.array([[[40, 40], [70, 40], [55, 55], [45, 70], [65, 70]]], np.float32)
+    drawn = annotate(image, np.array([[20.2, 25.0, 90.0, 85.0]]), np.array([0.93]), points)
+    assert image.max() == 0  # input untouched
+    assert drawn[50, 20].tolist() == list(BOX_COLOUR)  # left edge, x1 rounded to 20
+    assert drawn[85, 50].tolist() == list(BOX_COLOUR)  # bottom edge
+    for (x, y), colour in zip(points[0].astype(int), LANDMARK_COLOURS):
+        assert drawn[y, x].tolist() == list(colour)
+    assert drawn[:25, 20:60].any()  # the score, written above the box
+    empty = annotate(image, np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
+    np.testing.assert_array_equal(empty, image)
+    wild = annotate(image, np.array([[np.nan, 0, 1e30, -1e30]]), np.array([0.5]), np.full((1, 5, 2), 1e30))
+    assert wild.shape == image.shape  # skipped or clipped, no overflow
+
+
 @pytest.mark.parametrize("relative, expected", [
     ("a.jpg", "a.jpg"),
     ("sub/b.png", os.path.join("sub", "b.png")),
