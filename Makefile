@@ -16,6 +16,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 demo: $(BIN)/.installed
+	mkdir -p $(OUT)
 	$(BIN)/mtcnn-jax detect mtcnn_jax/assets/astronaut.jpg --json $(OUT)/demo.json --annotate $(OUT)
 
 test: $(BIN)/.installed
