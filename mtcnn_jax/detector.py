@@ -113,7 +113,8 @@ def as_rgb_uint8(image, name: str = "image") -> np.ndarray:
     """Check and convert one image to uint8[H, W, 3] RGB.
 
     Accepts uint8 arrays [H, W, 3] (RGB), [H, W] or [H, W, 1] (grayscale,
-    replicated) and [H, W, 4] (RGBA, alpha dropped). Anything else raises
+    replicated) and [H, W, 4] (RGBA, composited on black: colour × alpha / 255,
+    rounded, as :func:`mtcnn_jax.io.load_image` does). Anything else raises
     :class:`UserError` naming ``name``.
     """
     arr = np.asarray(image)
@@ -126,7 +127,7 @@ def as_rgb_uint8(image, name: str = "image") -> np.ndarray:
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
     elif arr.shape[2] == 4:
-        arr = arr[:, :, :3]
+        arr = np.rint(arr[:, :, :3] * (arr[:, :, 3:] / 255.0)).astype(np.uint8)
     return np.ascontiguousarray(arr)
 
 
