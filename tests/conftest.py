@@ -3,7 +3,9 @@
 The real data in ``../shared`` (third-party, never committed) is reached through one
 setting: the environment variable ``MTCNN_JAX_DATA`` (default: ``<repo>/../shared/data``).
 The reference outputs of other detectors are read from its sibling ``reference/``.
-Tests that need them skip, saying so, where the folder is absent.
+Tests that need them skip, saying so, where the folder is absent — except in CI
+(``CI`` set to ``true``), where the data is always provided: there a missing folder
+is an error, so that no test is silently skipped.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ REFERENCE_DIR = DATA_DIR.parent / "reference"
 
 def _require(path: Path) -> Path:
     if not path.exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"shared data not found at {path}, but CI must provide it (MTCNN_JAX_DATA)")
         pytest.skip(
             f"shared data not found at {path}: set MTCNN_JAX_DATA to the folder holding "
             "widerface_val_subset/, mtfl_aflw_test_landmarks/, ... (see README, 'Tests')"
