@@ -1,0 +1,103 @@
+"""The TFDS array_record sample store: round trip, reuse, batches, no TensorFlow."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mtcnn_jax.data import store as st
+
+
+def _arrays(n, size, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+        "type": rng.integers(0, 4, n).astype(np.int32),
+        "box": rng.normal(size=(n, 4)).astype(np.float32),
+        "landmarks": rng.uniform(size=(n, 10)).astype(np.float32),
+    }
+
+
+def _rows(batch):
+    """Each example as a hashable tuple of its bytes, to compare stores regardless of order."""
+    return sorted(
+        (batch["image"][i].tobytes(), int(batch["type"][i]), batch["box"][i].tobytes(), batch["landmarks"][i].tobytes())
+        for i in range(len(batch["type"]))
+    )
+
+
+def test_write_read_round_trip(tmp_path):
+    arrays = _arrays(300, 24)
+    store = st.write_store(st.examples_from_arrays(arrays), tmp_path, "rnet")
+    assert len(store) == 300 and store.size == 24
+    back = store.get(range(300))
+    assert back["image"].dtype == np.uint8 and back["image"].shape == (300, 24, 24, 3)
+    assert back["box"].dtype == np.float32 and back["landmarks"].shape == (300, 10)
+    assert _rows(back) == _rows(arrays)  # every example exactly once, bit for bit
+    slow = store.get_via_tfds([3, 1, 299, 1])  # the fast parser agrees with TFDS's own decoding
+    fast = store.get([3, 1, 299, 1])
+    for name in st.FIELDS:
+        np.testing.assert_array_equal(fast[name], slow[name])
+    np.testing.assert_array_equal(np.sort(store.types), np.sort(arrays["type"]))
+    by_type = store.index_by_type()
+    for code in range(4):
+        assert len(by_type[code]) == int((arrays["type"] == code).sum())
+        assert (store.types[by_type[code]] == code).all()
+
+
+def test_loaded_store_serves_the_same_examples(tmp_path):
+    store = st.write_store(st.examples_from_arrays(_arrays(100, 12)), tmp_path, "pnet")
+    idx = [7, 0, 99, 7, 42]
+    from_disk = store.get(idx)
+    store.load(chunk=30)  # several chunks, the last one partial
+    from_memory = store.get(idx)
+    for name in st.FIELDS:
+        np.testing.assert_array_equal(from_memory[name], from_disk[name])
+    assert store.nbytes == 100 * (12 * 12 * 3 + 60)
+
+
+def test_existing_store_is_reused_not_rewritten(tmp_path):
+    st.write_store(st.examples_from_arrays(_arrays(50, 12)), tmp_path, "pnet")
+
+    def must_not_be_read():
+        raise AssertionError("examples consumed although the store exists")
+        yield  # pragma: no cover
+
+    store = st.write_store(must_not_be_read(), tmp_path, "pnet")
+    assert len(store) == 50
+
+
+def test_batches_prefetch_in_order_and_surface_errors(tmp_path):
+    store = st.write_store(st.examples_from_arrays(_arrays(64, 12)), tmp_path, "pnet")
+    plan = [[0, 1, 2], [5, 9], [63]]
+    got = list(store.batches(plan, prefetch=2))
+    assert [len(b["type"]) for b in got] == [3, 2, 1]
+    np.testing.assert_array_equal(got[1]["image"], store.get([5, 9])["image"])
+    with pytest.raises(Exception):
+        list(store.batches([[0], [10_000]]))  # index out of range is raised in the consumer
+
+
+def test_wrong_shape_and_unknown_stage_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown stage"):
+        st.write_store([], tmp_path, "xnet")
+    with pytest.raises(FileNotFoundError, match="no complete onet sample store"):
+        st.SampleStore(tmp_path, "onet")
+    bad = _arrays(5, 12)
+    bad["box"] = bad["box"][:4]
+    with pytest.raises(ValueError, match="field 'box' has 4 rows"):
+        list(st.examples_from_arrays(bad))
+
+
+def test_store_needs_no_tensorflow(tmp_path):
+    code = (
+        "import sys, numpy as np\n"
+        "from mtcnn_jax.data import store as st\n"
+        "a = {'image': np.zeros((8, 12, 12, 3), np.uint8), 'type': np.arange(8, dtype=np.int32) % 4,\n"
+        "     'box': np.zeros((8, 4), np.float32), 'landmarks': np.zeros((8, 10), np.float32)}\n"
+        f"s = st.write_store(st.examples_from_arrays(a), {str(tmp_path)!r}, 'pnet')\n"
+        "assert len(s.get([0, 7])['type']) == 2\n"
+        "print('tensorflow' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
