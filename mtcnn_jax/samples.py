@@ -420,14 +420,22 @@ def counts(samples: dict) -> dict:
     return {name: int(np.sum(t == code)) for code, name in enumerate(("negative", "positive", "part", "landmark"))}
 
 
-def save(path, train: dict, val: dict) -> None:
-    """Write both sets to one ``.npz`` atomically (temporary file, then rename); no pickle."""
+def save(path, train: dict, val: dict, recipe: str = "") -> None:
+    """Write both sets and a ``recipe`` string (what they were cut with) to one ``.npz``,
+    atomically (temporary file, then rename); no pickle."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **{f"train_{k}": v for k, v in train.items()}, **{f"val_{k}": v for k, v in val.items()})
+    np.savez(
+        tmp,
+        recipe=np.array(recipe),
+        **{f"train_{k}": v for k, v in train.items()},
+        **{f"val_{k}": v for k, v in val.items()},
+    )
     os.replace(tmp, path)
 
 
-def load(path) -> tuple[dict, dict]:
+def load(path) -> tuple[dict, dict, str]:
+    """``(train, val, recipe)`` as written by :func:`save`."""
     with np.load(path, allow_pickle=False) as z:
-        return ({k: z[f"train_{k}"] for k in FIELDS}, {k: z[f"val_{k}"] for k in FIELDS})
+        recipe = str(z["recipe"]) if "recipe" in z.files else ""
+        return ({k: z[f"train_{k}"] for k in FIELDS}, {k: z[f"val_{k}"] for k in FIELDS}, recipe)

@@ -313,8 +313,13 @@ class _Log:
             return
         path = workdir / "metrics.jsonl"
         if path.exists():  # drop what a killed run logged after its last checkpoint
-            keep = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            keep = []
+            for line in path.read_text().splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= resume_step:
+                        keep.append(line)
+                except ValueError:  # a line cut short by the kill
+                    continue
             tmp = path.with_suffix(".jsonl.tmp")
             tmp.write_text("".join(line + "\n" for line in keep))
             os.replace(tmp, path)
@@ -343,8 +348,9 @@ def train_and_evaluate(config, workdir, init: str = "scratch", progress: bool = 
     """Train ``config.stage`` on samples cut per ``config.data``; returns ``(state, val_metrics)``.
 
     workdir gets: ``config.json``, ``samples.npz`` (the cut samples, reused on
-    resume), ``checkpoints/<step>/`` (Orbax, written to a temporary folder and
-    renamed when complete, so a kill never leaves a half checkpoint that would be
+    resume when ``config.data``, the window size and the seed are unchanged),
+    ``checkpoints/<step>/`` (Orbax, written to a temporary folder and renamed
+    when complete, so a kill never leaves a half checkpoint that would be
     restored), ``metrics.jsonl`` (one JSON object per log: ``step``, ``split``
     "train"/"val", metrics) and ``tensorboard/`` event files.
 
@@ -370,12 +376,15 @@ def train_and_evaluate(config, workdir, init: str = "scratch", progress: bool = 
         (workdir / "config.json").write_text(config.to_json(indent=2) + "\n")
 
     cache = workdir / "samples.npz"
-    if cache.exists():
-        train_set, val_set = samples.load(cache)
+    # What the cut samples depend on; a cache cut with other settings is cut again.
+    recipe = json.dumps({"data": config.data.to_dict(), "size": size, "seed": config.seed}, sort_keys=True)
+    cached = samples.load(cache) if cache.exists() else None
+    if cached is not None and cached[2] == recipe:
+        train_set, val_set = cached[:2]
     else:
         train_set, val_set = samples.build(config.data, size, config.seed)
         if main:
-            samples.save(cache, train_set, val_set)
+            samples.save(cache, train_set, val_set, recipe)
     index_by_type = [np.flatnonzero(train_set["type"] == c) for c in range(4)]
     composition = dict(config.batch)
     for code, name in enumerate(losses.SAMPLE_TYPES):
@@ -412,11 +421,11 @@ def train_and_evaluate(config, workdir, init: str = "scratch", progress: bool = 
     eval_step = make_eval_step(model, alpha, config.threshold)
     log = _Log(workdir, start, main)
     end = config.total_steps if max_steps is None else min(config.total_steps, start + max_steps)
-    val_metrics = {}
+    val_metrics, val_step = {}, -1
     bar = tqdm(range(start, end), initial=start, total=config.total_steps, disable=not (progress and main),
                desc=f"train {stage}", dynamic_ncols=True)
     if start == 0:  # the untrained network's held-out numbers, for comparison
-        val_metrics = evaluate(eval_step, state.params, val_set, alpha, config.eval_batch_size)
+        val_metrics, val_step = evaluate(eval_step, state.params, val_set, alpha, config.eval_batch_size), 0
         log.write(0, "val", val_metrics)
     t0 = time.time()
     for step in bar:
@@ -431,12 +440,14 @@ def train_and_evaluate(config, workdir, init: str = "scratch", progress: bool = 
             log.write(done, "train", m)
             bar.set_postfix(loss=f"{m['loss']:.4f}")
         if done % config.eval_every == 0 or done == config.total_steps:
-            val_metrics = evaluate(eval_step, state.params, val_set, alpha, config.eval_batch_size)
+            val_metrics, val_step = evaluate(eval_step, state.params, val_set, alpha, config.eval_batch_size), done
             log.write(done, "val", val_metrics)
             if progress and main:
                 bar.write(f"step {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in val_metrics.items()))
         if done % config.checkpoint_every == 0 or done == config.total_steps:
             manager.save(done, args=ocp.args.StandardSave(state))
+    if val_step != end:  # stopped between evals, or rerun on a finished workdir: not logged
+        val_metrics = evaluate(eval_step, state.params, val_set, alpha, config.eval_batch_size)
     manager.wait_until_finished()
     manager.close()
     log.close()

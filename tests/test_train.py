@@ -176,6 +176,18 @@ def test_mtfl_is_one_based(tmp_path):
     np.testing.assert_array_equal(c.box, [5, 6, 60, 70])
 
 
+def test_sample_file_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    a = {"image": rng.integers(0, 256, (3, 12, 12, 3), dtype=np.uint8), "type": np.array([0, 1, 3], np.int32),
+         "box": rng.normal(size=(3, 4)).astype(np.float32), "landmarks": rng.uniform(size=(3, 10)).astype(np.float32)}
+    samples.save(tmp_path / "s.npz", a, samples.concat([a, a], 12), recipe='{"seed": 1}')
+    tr, va, recipe = samples.load(tmp_path / "s.npz")
+    assert recipe == '{"seed": 1}' and len(va["type"]) == 6
+    for k in samples.FIELDS:
+        np.testing.assert_array_equal(tr[k], a[k])
+    assert [p.name for p in tmp_path.iterdir()] == ["s.npz"]
+
+
 def test_cutting_is_deterministic_and_consistent():
     rng_img = np.random.default_rng(0)
     image = rng_img.integers(0, 256, (200, 300, 3), dtype=np.uint8)
@@ -228,8 +240,8 @@ def test_pnet_from_scratch_learns(data_dir, tmp_path):
     assert final["recall"] > 0.5, final
     assert elapsed < 150, elapsed
     # Held-out samples come from other images than the training samples.
-    train_set, val_set = samples.load(tmp_path / "w" / "samples.npz")
-    assert len(val_set["type"]) > 1000 and len(train_set["type"]) > 4 * len(val_set["type"]) // 2
+    train_set, val_set, _ = samples.load(tmp_path / "w" / "samples.npz")
+    assert len(val_set["type"]) > 1000 and len(train_set["type"]) > 2 * len(val_set["type"])
     for f in ("samples.npz", "config.json", "metrics.jsonl"):
         assert (tmp_path / "w" / f).is_file()
     assert list((tmp_path / "w" / "tensorboard").glob("events.out.tfevents.*"))
