@@ -350,3 +350,16 @@ def test_training_loop_on_4_devices_resumes(data_dir, tmp_path):
     r = subprocess.run([sys.executable, "-c", _LOOP_4_DEVICES, str(tmp_path / "w"), str(data_dir)],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr[-3000:]
+
+
+def test_merge_pretrained_keeps_fresh_heads_at_zero():
+    from mtcnn_jax import pretrained  # noqa: PLC0415
+
+    fresh = models.init_params("pnet", jax.random.key(0), landmarks=True)
+    released = pretrained.load_pretrained()["pnet"]
+    merged = train.merge_pretrained(fresh, released)
+    for layer in released:
+        for leaf in released[layer]:
+            np.testing.assert_array_equal(merged[layer][leaf], released[layer][leaf])
+    assert not np.any(merged["landmarks"]["kernel"]) and merged["landmarks"]["kernel"].shape == (1, 1, 32, 10)
+    assert set(merged) == set(fresh)
