@@ -15,7 +15,7 @@ import sys
 from mtcnn_jax.errors import UserError
 
 #: Sub-command modules, in the order `--help` lists them.
-COMMANDS = ("detect", "train", "evaluate")
+COMMANDS = ("detect", "train", "evaluate", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
