@@ -51,6 +51,7 @@ from typing import NamedTuple, Optional, Sequence
 import cv2
 import numpy as np
 
+from mtcnn_jax.data.wider import read_wider_gt
 from mtcnn_jax.errors import UserError
 from mtcnn_jax.losses import LANDMARK, NEGATIVE, PART, POSITIVE
 
@@ -274,30 +275,6 @@ def cut_landmark_samples(
 # ----------------------------------------------------------------------------- readers
 
 
-class WiderFace(NamedTuple):
-    path: str  # relative to images/
-    boxes: np.ndarray  # float64[M, 4] half-open x1, y1, x2 = x1 + w, y2 = y1 + h
-    invalid: np.ndarray  # bool[M]
-
-
-def read_wider_gt(filename) -> list[WiderFace]:
-    """A minimal reader of ``wider_face_*_bbx_gt.txt`` (all-zero dummy boxes dropped).
-
-    (:mod:`mtcnn_jax.data.wider` has the full reader with attributes and errors.)
-    """
-    lines = Path(filename).read_text().split("\n")
-    out, i = [], 0
-    while i < len(lines) and lines[i].strip():
-        path, n = lines[i].strip(), int(lines[i + 1])
-        rows = [list(map(float, lines[i + 2 + k].split()[:10])) for k in range(max(n, 1))]
-        i += 2 + max(n, 1)
-        a = np.array(rows, np.float64).reshape(-1, 10)[:n]
-        a = a[np.any(a[:, :4] != 0, axis=1)]
-        boxes = np.concatenate([a[:, :2], a[:, :2] + a[:, 2:4]], axis=1)
-        out.append(WiderFace(path, boxes, a[:, 7] > 0))
-    return out
-
-
 class LandmarkFace(NamedTuple):
     path: str
     box: Optional[np.ndarray]  # float64[4] half-open, or None (MTFL has no box)
@@ -351,7 +328,11 @@ def split(n: int, val_every: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def detection_samples(wider_dir, indices, seed: int, c: Cutting, records=None) -> dict:
-    """Samples cut from the WIDER images at ``indices`` of the gt file (in file order)."""
+    """Samples cut from the WIDER images at ``indices`` of the gt file (in file order).
+
+    ``records``: :class:`mtcnn_jax.data.wider.WiderRecord` list (read from the
+    folder's ``*_bbx_gt.txt`` when None); boxes half-open, invalid faces flagged.
+    """
     wider_dir = Path(wider_dir)
     if records is None:
         records = read_wider_gt(next(wider_dir.glob("*_bbx_gt.txt")))
@@ -359,10 +340,11 @@ def detection_samples(wider_dir, indices, seed: int, c: Cutting, records=None) -
     for i in indices:
         r = records[int(i)]
         image = load_rgb(wider_dir / "images" / r.path)
-        wh = r.boxes[:, 2:] - r.boxes[:, :2]
-        usable = (~r.invalid) & (np.min(wh, axis=1) >= c.min_face) if len(r.boxes) else np.zeros(0, bool)
+        boxes = np.asarray(r.boxes, np.float64).reshape(-1, 4)
+        wh = boxes[:, 2:] - boxes[:, :2]
+        usable = ~np.asarray(r.invalid, bool) & (np.min(wh, axis=1) >= c.min_face)
         rng = np.random.default_rng([seed, 0, int(i)])
-        parts.append(cut_detection_samples(image, r.boxes, usable, rng, c))
+        parts.append(cut_detection_samples(image, boxes, usable, rng, c))
     return concat(parts, c.size)
 
 
