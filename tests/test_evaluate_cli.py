@@ -299,3 +299,49 @@ def test_landmarks_need_landmarks_in_predictions(tmp_path, capsys):
     preds.write_text(json.dumps([{"path": "a.jpg", "faces": [{"box": [0, 0, 5, 5], "score": 1}]}]))
     msg = _one_line_error(capsys, "landmarks", "--gt", lst, "--predictions", preds, "--out", tmp_path / "o")
     assert "landmarks" in msg
+
+
+# --------------------------------------------------------------------------- FDDB
+
+
+def test_fddb_with_detector_and_with_its_detection_list(tmp_path, capsys, fake):
+    from mtcnn_jax.evaluation import fddb
+
+    images = tmp_path / "fddb"
+    image(images / "2002" / "a.jpg")
+    image(images / "2002" / "b.jpg")
+    # a: an upright ellipse exactly inside the fake's box (left 10, top 20, 40 x 50);
+    # b: a face away from it (the fake's box there is a false positive); c: no image.
+    folds = tmp_path / "FDDB-fold-01-ellipseList.txt"
+    folds.write_text(
+        "2002/a\n1\n25 20 1.5707963 30 45 1\n"
+        "2002/b\n1\n15 10 1.5707963 60 80 1\n"
+        "2002/c\n1\n15 10 1.5707963 60 80 1\n"
+    )
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "fddb", "--folds", folds, "--images", images, "--out", out)
+    assert code == 1 and "c.jpg: no such file" in err
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["n_images"], m["n_faces"], m["n_detections"], m["n_skipped"]) == (2, 2, 2, 1)
+    r = fddb.overlaps([[10, 20, 40, 50]], [[25, 20, np.pi / 2, 30, 45]])[0, 0]
+    assert r == pytest.approx(np.pi / 4, abs=0.01)
+    # one threshold (both detections score 0.9): 1 true positive of 2 faces, 1 false positive
+    assert m["tpr_at_false_positives"]["discrete"] == {"100": 0.5, "500": 0.5, "1000": 0.5, "2000": 0.5}
+    assert m["tpr_at_false_positives"]["continuous"]["1000"] == pytest.approx(r / 2, abs=1e-6)
+    assert (out / "DiscROC.txt").read_text() == "0.500000 1\n"
+    assert png_shape(out / "roc.png") == (480, 640, 3)
+    assert "discrete 0.5000" in stdout
+
+    dets = fddb.read_detections(out / "detections.txt")
+    np.testing.assert_allclose(dets["2002/a"].boxes, [[10, 20, 40, 50]])
+    again = tmp_path / "again"
+    code, _, err = run(capsys, "fddb", "--folds", folds, "--predictions", out / "detections.txt", "--out", again)
+    assert code == 0 and err == ""
+    m2 = json.loads((again / "metrics.json").read_text())
+    # now c is evaluated too (no detections): 1 of 3 faces; boxes not clipped to the image
+    assert m2["n_faces"] == 3 and m2["tpr_at_false_positives"]["discrete"]["1000"] == pytest.approx(1 / 3)
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text("2002/a\n1\n25 20 1.57 30\n")
+    msg = _one_line_error(capsys, "fddb", "--folds", bad, "--predictions", out / "detections.txt", "--out", again)
+    assert f"{bad}:3:" in msg

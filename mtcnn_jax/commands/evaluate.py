@@ -6,6 +6,8 @@
     mtcnn-jax evaluate landmarks --gt LIST --out DIR
                        (--images DIR [--weights W] [detector options] | --predictions P.json)
                        [--one-based | --zero-based] [--failure-threshold 0.1]
+    mtcnn-jax evaluate fddb --folds FOLD... --out DIR
+                       (--images DIR [--weights W] [detector options] | --predictions DETS)
 
 ``wider`` runs the detector on the images of a WIDER FACE ground-truth file
 (``wider_face_val_bbx_gt.txt`` format; image paths relative to ``--images``), or
@@ -29,6 +31,15 @@ official ``wider_*_val.mat`` keep lists). It writes to DIR:
 detection per image (mean, median, per point), failure rate (NME above
 ``--failure-threshold``), detection rate; ``metrics.json``, ``ced.png`` (cumulative
 error distribution) and ``predictions.json``.
+
+``fddb`` scores on FDDB's ellipse folds (``FDDB-fold-XX-ellipseList.txt``; images
+``--images/<path>.jpg``) with FDDB's discrete and continuous ROC
+(:mod:`mtcnn_jax.evaluation.fddb`); ``--predictions`` takes FDDB's rectangle detection
+list (``path``, count, ``left top width height score`` lines) or a ``.json`` file in the
+detect format. It writes ``metrics.json`` (true positive rates at 100, 500, 1,000 and
+2,000 false positives), ``roc.png``, ``DiscROC.txt`` / ``ContROC.txt`` (``TPR FP`` per
+line, as FDDB's ``evaluate``) and, when the detector ran, ``detections.txt`` in FDDB's
+format.
 
 An image that cannot be read while the detector runs is reported on stderr as
 ``mtcnn-jax: <path>: <reason>``, left out of the evaluation (its faces count
@@ -67,14 +78,14 @@ CED_MAX_ERROR = 0.2
 
 
 def register(subparsers) -> None:
-    """Add ``evaluate`` with its ``wider`` and ``landmarks`` sub-commands."""
+    """Add ``evaluate`` with its ``wider``, ``landmarks`` and ``fddb`` sub-commands."""
     p = subparsers.add_parser(
         "evaluate",
         help="WIDER FACE AP or landmark NME of the detector or of a predictions file",
         description=__doc__.split("\n\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = p.add_subparsers(dest="protocol", required=True, metavar="{wider,landmarks}")
+    sub = p.add_subparsers(dest="protocol", required=True, metavar="{wider,landmarks,fddb}")
 
     w = sub.add_parser("wider", help="WIDER FACE average precision",
                        description="WIDER FACE AP (official protocol); see 'mtcnn-jax evaluate --help'.")
@@ -101,6 +112,13 @@ def register(subparsers) -> None:
     m.add_argument("--failure-threshold", default="0.1", metavar="T",
                    help="an image fails when its NME exceeds T (default 0.1)")
     m.set_defaults(func=run_landmarks)
+
+    f = sub.add_parser("fddb", help="FDDB discrete and continuous ROC",
+                       description="FDDB ROC (discrete and continuous); see 'mtcnn-jax evaluate --help'.")
+    f.add_argument("--folds", required=True, nargs="+", metavar="FOLD",
+                   help="FDDB-fold-XX-ellipseList.txt files")
+    _add_common(f)
+    f.set_defaults(func=run_fddb)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -506,4 +524,80 @@ def run_landmarks(args: argparse.Namespace) -> int:
     else:
         print(f"no face detected in {metrics['n_images']} images")
     print(f"{metrics['n_images']} images evaluated, {n_skipped} skipped; wrote {out}")
+    return 1 if n_skipped else 0
+
+
+FDDB_FALSE_POSITIVES = (100, 500, 1000, 2000)
+
+
+def _read_fddb_predictions(path: str):
+    from mtcnn_jax.evaluation import fddb
+
+    if path.lower().endswith(".json"):
+        preds = _reading("--predictions", path, read_predictions)
+        return {p: fddb.from_corners(d.boxes, d.scores) for p, d in preds.items()}
+    return _reading("--predictions", path, fddb.read_detections)
+
+
+def run_fddb(args: argparse.Namespace) -> int:
+    """``evaluate fddb``; returns 0, or 1 when images were skipped."""
+    from mtcnn_jax.evaluation import fddb
+
+    folds = []
+    for fold in args.folds:
+        folds.extend(_reading("--folds", fold, fddb.read_ellipses))
+    if args.predictions is not None:
+        if args.weights is not None:
+            raise UserError("--predictions and --weights exclude each other")
+        detections = _read_fddb_predictions(args.predictions)
+        known = {a.path for a in folds}
+        if detections and not any(p in known for p in detections):
+            raise UserError(f"--predictions: {args.predictions}: none of its {len(detections)} image paths "
+                            "is in the folds")
+        source = _Source(None, None, None)
+    else:
+        source = _source(args)
+    out = prepare_out(args.out)
+
+    run, sizes = None, None
+    if args.predictions is None:
+        by_file = {a.path + ".jpg": a.path for a in folds}
+        run = _run_detector(source, args.images, list(by_file))
+        detections = {by_file[p]: fddb.from_corners(d.boxes, d.scores) for p, d in run.predictions.items()}
+        sizes = {by_file[e["path"]]: (e["height"], e["width"]) for e in run.entries}
+        skipped = {by_file[p] for p, _ in run.skipped}
+        folds = [a for a in folds if a.path not in skipped]
+        _write(out, "detections.txt", fddb.format_detections(detections).encode("utf-8"))
+
+    curve = fddb.roc(detections, folds, sizes)
+    n_skipped = len(run.skipped) if run else 0
+    rates = {
+        kind: {str(fp): fddb.tpr_at(curve, fp, continuous=(kind == "continuous")) for fp in FDDB_FALSE_POSITIVES}
+        for kind in ("discrete", "continuous")
+    }
+    metrics = dict(
+        protocol="fddb",
+        folds=list(args.folds),
+        predictions=args.predictions,
+        detector=source.detector_info,
+        n_images=len(folds),
+        n_faces=curve.n_faces,
+        n_detections=int(sum(len(d.scores) for p, d in detections.items() if p in {a.path for a in folds})),
+        tpr_at_false_positives=rates,
+        n_skipped=n_skipped,
+        skipped=[{"path": p, "reason": r} for p, r in run.skipped] if run else [],
+        timing=timing(run.seconds) if run else None,
+    )
+    write_json(out, "metrics.json", metrics)
+    for name, tpr in (("DiscROC.txt", curve.tpr_discrete), ("ContROC.txt", curve.tpr_continuous)):
+        text = "".join(f"{t:.6f} {fp}\n" for t, fp in zip(tpr, curve.false_positives))
+        _write(out, name, text.encode("utf-8"))
+    max_fp = max(1, int(curve.false_positives.max()) if curve.false_positives.size else 1)
+    write_image(out, "roc.png", plots.roc_plot([
+        plots.Curve("discrete", curve.false_positives, curve.tpr_discrete),
+        plots.Curve("continuous", curve.false_positives, curve.tpr_continuous),
+    ], max_false_positives=min(max_fp, 2000), title="FDDB ROC"))
+    d, c = rates["discrete"]["1000"], rates["continuous"]["1000"]
+    print(f"TPR at 1000 false positives: discrete {d:.4f}, continuous {c:.4f} ({curve.n_faces} faces)")
+    print(f"{len(folds)} images evaluated, {n_skipped} skipped; wrote {out}")
     return 1 if n_skipped else 0
