@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtcnn_jax import boxes as bx
-from mtcnn_jax import models, pretrained, pyramid
+from mtcnn_jax import compilation, models, pretrained, pyramid
 from mtcnn_jax.errors import UserError
 
 
@@ -76,33 +76,196 @@ def pnet_output_size(h: int, w: int) -> Tuple[int, int]:
     return (-(-(h - 2) // 2) - 4, -(-(w - 2) // 2) - 4)
 
 
-@jax.jit
-def _pnet_forward(params, image_u8, valid_hw):
+#: XLA options for the networks. On CPU, jaxlib 0.10's default sends convolutions
+#: and dots through YNNPACK fusions; for these small networks the plain Eigen path
+#: is faster (measured on 2 loaded cores, same process, interleaved: P-Net tiles
+#: 1.2-1.4x, R-Net and O-Net batches 1.0-1.8x, a whole 480×640 P-Net 1.8x). An
+#: empty ``xla_cpu_experimental_ynn_fusion_type`` turns the fusions off for these
+#: programs only, with no process-wide ``XLA_FLAGS`` to set before JAX starts; it
+#: is a CPU option, so it is passed on CPU only. ``MTCNN_JAX_YNN=1`` keeps XLA's default.
+def _xla_options() -> dict:
+    if os.environ.get("MTCNN_JAX_YNN", "") == "1" or jax.default_backend() != "cpu":
+        return {}
+    return {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def _jit(fn):
+    """``jax.jit(fn)`` with :func:`_xla_options`, decided at the first call (after the backend is up)."""
+    compiled = {}
+
+    def call(*args):
+        f = compiled.get("f")
+        if f is None:
+            f = compiled["f"] = jax.jit(fn, compiler_options=_xla_options() or None)
+        return f(*args)
+
+    call.cache_size = lambda: compiled["f"]._cache_size() if "f" in compiled else 0
+    call.__wrapped__ = fn
+    call.__doc__ = fn.__doc__
+    return call
+
+
+def _prelu(x, alpha):
+    return jnp.where(x >= 0, x, alpha * x)
+
+
+def _conv(x, p):
+    y = jax.lax.conv_general_dilated(x, p["kernel"], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + p["bias"]
+
+
+def _pnet_tiles_fn(params, tiles_u8, mask):
+    """P-Net on a batch of packed tiles (see :func:`_pack_pieces`).
+
+    tiles_u8: uint8[K, T, T, 3]; mask: bool[K, T - 2, T - 2], True where conv1's
+    3×3 window lies inside one piece. Masked conv1 outputs are -inf before the
+    ceil-mode pooling, so a piece's partial last pooling window sees only its own
+    pixels, exactly as :class:`mtcnn_jax.models.PNet` with ``valid_hw`` on the
+    whole level. Returns float32[K, T/2 - 5, T/2 - 5, 5]: face probability, then
+    the regression ``dx1, dy1, dx2, dy2``.
+    """
+    x = models.normalize(tiles_u8)
+    x = _prelu(_conv(x, params["conv1"]), params["prelu1"]["alpha"])
+    x = jnp.where(mask[..., None], x, -jnp.inf)
+    x = models.max_pool_ceil(x, 2, 2)
+    x = jnp.where(jnp.isfinite(x), x, 0.0)
+    x = _prelu(_conv(x, params["conv2"]), params["prelu2"]["alpha"])
+    x = _prelu(_conv(x, params["conv3"]), params["prelu3"]["alpha"])
+    prob = jax.nn.softmax(_conv(x, params["face"]), axis=-1)[..., 1:]
+    return jnp.concatenate([prob, _conv(x, params["box"])], axis=-1)
+
+
+def _pnet_level_fn(params, image_u8, valid_hw):
     """uint8[1, H, W, 3] (padded) → face probability float32[H', W'], regression float32[H', W', 4]."""
     out = models.PNet().apply({"params": params}, models.normalize(image_u8), valid_hw)
     return jax.nn.softmax(out.logits[0], axis=-1)[..., 1], out.box[0]
 
 
-@jax.jit
-def _rnet_forward(params, crops_u8):
+def _rnet_fn(params, crops_u8):
     """uint8[B, 24, 24, 3] → face probability float32[B], regression float32[B, 4]."""
     out = models.RNet().apply({"params": params}, models.normalize(crops_u8))
     return jax.nn.softmax(out.logits, axis=-1)[:, 1], out.box
 
 
-@jax.jit
-def _onet_forward(params, crops_u8):
+def _onet_fn(params, crops_u8):
     """uint8[B, 48, 48, 3] → probability [B], regression [B, 4], landmarks [B, 10] (x1..x5, y1..y5)."""
     out = models.ONet().apply({"params": params}, models.normalize(crops_u8))
     return jax.nn.softmax(out.logits, axis=-1)[:, 1], out.box, out.landmarks
 
 
-def _run_batched(fn, params, crops: np.ndarray):
-    """Run a crop network on ``crops`` padded to :func:`batch_bucket` size; outputs cut back to N."""
+_pnet_tiles = _jit(_pnet_tiles_fn)
+_pnet_forward = _jit(_pnet_level_fn)  # one whole level (reference path, used by tests)
+_rnet_forward = _jit(_rnet_fn)
+_onet_forward = _jit(_onet_fn)
+
+#: P-Net tile side (even) and tiles per call; R-Net and O-Net crops per call.
+#: Small fixed shapes: one program per network whatever the image sizes, and
+#: working sets that stay in the CPU's caches (per pixel or per crop, small batches
+#: ran up to 2x faster than large ones on 2 cores).
+PNET_TILE = 128
+PNET_TILES_PER_CALL = 4
+RNET_BATCH = 32
+ONET_BATCH = 16
+
+
+def compiled_programs() -> int:
+    """How many XLA programs the detector's networks hold compiled in this process."""
+    return sum(f.cache_size() for f in (_pnet_tiles, _pnet_forward, _rnet_forward, _onet_forward))
+
+
+def _run_batched(fn, params, crops: np.ndarray, batch: int = 0):
+    """Run a crop network on ``crops`` in calls of ``batch`` crops (the last padded); outputs cut back to N.
+
+    All calls are dispatched before any result is read, so the host keeps
+    preparing while the device computes.
+    """
     n = len(crops)
-    padded = np.zeros((batch_bucket(n),) + crops.shape[1:], np.uint8)
-    padded[:n] = crops
-    return [np.asarray(o)[:n] for o in fn(params, padded)]
+    batch = batch or batch_bucket(n)
+    pending = []
+    for s in range(0, n, batch):
+        chunk = crops[s : s + batch]
+        if len(chunk) < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - len(chunk),) + crops.shape[1:], np.uint8)])
+        pending.append(fn(params, chunk))
+    if not pending:
+        return None
+    outs = [np.concatenate([np.asarray(p[i]) for p in pending])[:n] for i in range(len(pending[0]))]
+    return outs
+
+
+# ---------------------------------------------------------------------------
+# P-Net on packed tiles. Each pyramid level is cut into pieces of at most T×T
+# pixels that overlap by 10 pixels (P-Net's 12-pixel window minus its stride 2),
+# starting at even offsets, so that every window of the level lies whole in
+# exactly one piece and the pieces' outputs tile the level's output without
+# overlap. Pieces of all levels of all images are packed into T×T tiles (shelf
+# packing at even offsets, so pooling pairs never straddle two pieces) and run
+# PNET_TILES_PER_CALL tiles at a time.
+
+
+class _Piece(NamedTuple):
+    level: int  # index into the list of levels
+    y0: int  # top-left corner in the level (even)
+    x0: int
+    h: int  # size in pixels (≤ T)
+    w: int
+
+
+def _cut_level(index: int, hs: int, ws: int, tile: int) -> List[_Piece]:
+    """Pieces of an ``hs × ws`` level: windows start at even offsets ≤ size - 12, each in one piece."""
+    step = tile - 10
+    return [
+        _Piece(index, y, x, min(tile, hs - y), min(tile, ws - x))
+        for y in range(0, hs - pyramid.CELL + 1, step)
+        for x in range(0, ws - pyramid.CELL + 1, step)
+    ]
+
+
+def _pack_pieces(pieces: Sequence[_Piece], tile: int) -> List[Tuple[int, int, int]]:
+    """Shelf packing (next fit, by decreasing height): ``(tile index, y, x)`` for each piece, all even."""
+    even = lambda n: n + (n & 1)  # noqa: E731
+    order = sorted(range(len(pieces)), key=lambda i: (-pieces[i].h, -pieces[i].w))
+    place = [None] * len(pieces)
+    t, y, x, shelf = -1, tile, tile, 0
+    for i in order:
+        ph, pw = pieces[i].h, pieces[i].w
+        if x + pw > tile:  # next shelf
+            y, x, shelf = y + shelf, 0, 0
+        if y + ph > tile:  # next tile
+            t, y, x, shelf = t + 1, 0, 0, 0
+        place[i] = (t, y, x)
+        x += even(pw)
+        shelf = max(shelf, even(ph))
+    return place
+
+
+def _pnet_levels(params, levels: Sequence[np.ndarray], tile: int = 0, per_call: int = 0):
+    """P-Net over whole levels (uint8[h, w, 3] each) → per level (prob float32[h', w'], reg float32[h', w', 4]).
+
+    Equal, up to float rounding, to running :class:`mtcnn_jax.models.PNet` on
+    each level alone (tested against :func:`_pnet_forward`).
+    """
+    tile = tile or PNET_TILE
+    per_call = per_call or PNET_TILES_PER_CALL
+    pieces = [p for i, lv in enumerate(levels) for p in _cut_level(i, lv.shape[0], lv.shape[1], tile)]
+    place = _pack_pieces(pieces, tile)
+    n_tiles = max((t for t, _, _ in place), default=-1) + 1
+    n_alloc = -(-n_tiles // per_call) * per_call
+    tiles = np.zeros((n_alloc, tile, tile, 3), np.uint8)
+    mask = np.zeros((n_alloc, tile - 2, tile - 2), bool)
+    for p, (t, y, x) in zip(pieces, place):
+        tiles[t, y : y + p.h, x : x + p.w] = levels[p.level][p.y0 : p.y0 + p.h, p.x0 : p.x0 + p.w]
+        mask[t, y : y + p.h - 2, x : x + p.w - 2] = True
+    pending = [_pnet_tiles(params, tiles[s : s + per_call], mask[s : s + per_call]) for s in range(0, n_alloc, per_call)]
+    out = np.concatenate([np.asarray(r) for r in pending]) if pending else None
+    maps = []
+    for lv in levels:
+        oh, ow = pnet_output_size(lv.shape[0], lv.shape[1])
+        maps.append(np.zeros((oh, ow, 5), np.float32))
+    for p, (t, y, x) in zip(pieces, place):
+        oh, ow = pnet_output_size(p.h, p.w)
+        maps[p.level][p.y0 // 2 : p.y0 // 2 + oh, p.x0 // 2 : p.x0 // 2 + ow] = out[t, y // 2 : y // 2 + oh, x // 2 : x // 2 + ow]
+    return [(m[..., 0], m[..., 1:]) for m in maps]
 
 
 # ---------------------------------------------------------------------------
@@ -149,10 +312,36 @@ def _check_settings(min_face_size, factor, thresholds, resize) -> Tuple[float, f
     return min_face_size, factor, thresholds
 
 
+def _authors_weights() -> dict:
+    """The shipped weights, as :func:`mtcnn_jax.pretrained.load_pretrained`, without compiling anything.
+
+    ``load_pretrained`` checks the shapes against freshly initialised networks,
+    which runs the random initialisers eagerly: about 15 s of compiling on a cold
+    2-core CPU, most of a cold first detection. The same check with
+    ``jax.eval_shape`` costs no compilation.
+    """
+    import flax.serialization  # noqa: PLC0415
+
+    tree = flax.serialization.msgpack_restore(pretrained.WEIGHTS_FILE.read_bytes())
+    out = {}
+    for stage in pretrained.STAGES:
+        params = tree[stage]
+        size = models.INPUT_SIZE[stage]
+        module = models.create(stage, landmarks="landmarks" in params)
+        expected = jax.eval_shape(
+            lambda: module.init(jax.random.key(0), jnp.zeros((1, size, size, 3), jnp.float32))["params"]
+        )
+        shapes = lambda t: jax.tree_util.tree_map(lambda a: tuple(np.shape(a)), t)  # noqa: E731
+        if shapes(params) != shapes(expected):
+            raise UserError(f"{pretrained.WEIGHTS_FILE}: {stage}: parameter shapes do not match the {stage} network")
+        out[stage] = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params)
+    return out
+
+
 def _load_weights(weights) -> dict:
     """``None`` → the authors' weights; a dict of params; or a msgpack file / a folder holding ``params.msgpack``."""
     if weights is None:
-        return pretrained.load_pretrained()
+        return _authors_weights()
     if isinstance(weights, dict):
         return weights
     path = Path(weights)
@@ -180,6 +369,13 @@ class MTCNN:
         authors' ``imResample``), "area" or "bilinear" (see :func:`mtcnn_jax.boxes.resize`).
       weights: ``None`` for the authors' weights, a params dict
         ``{"pnet", "rnet", "onet"}``, or a msgpack file / folder with ``params.msgpack``.
+      compilation_cache: turn on JAX's persistent compilation cache (in
+        ``$MTCNN_JAX_CACHE_DIR``, default ``~/.cache/mtcnn_jax/jax``; see
+        :mod:`mtcnn_jax.compilation`) so that later processes skip compiling.
+
+    Whatever the image sizes, the networks run in a fixed set of shapes (P-Net on
+    packed 128×128 tiles, R-Net and O-Net on fixed crop batches): a process
+    compiles at most three programs for detection (:func:`compiled_programs`).
     """
 
     def __init__(
@@ -191,7 +387,10 @@ class MTCNN:
         flip_landmarks: bool = False,
         resize: str = "antialiased",
         weights: Union[None, str, os.PathLike, dict] = None,
+        compilation_cache: bool = True,
     ):
+        if compilation_cache:
+            compilation.enable_persistent_cache()
         self.min_face_size, self.factor, self.thresholds = _check_settings(
             min_face_size, factor, thresholds, resize
         )
@@ -212,13 +411,23 @@ class MTCNN:
         """Detect faces in one image (uint8[H, W, 3] RGB) or a list of images of any sizes.
 
         Returns :class:`Faces` for one image, a list of them for a list. Images
-        smaller than 12 pixels on a side give no faces.
+        smaller than 12 pixels on a side give no faces. A list is processed
+        :attr:`group_size` images at a time: their P-Net tiles, R-Net crops and
+        O-Net crops each go through the networks together; the results are those
+        of detecting each image alone.
         """
         if isinstance(images, (list, tuple)):
-            return [self._detect_one(as_rgb_uint8(im, f"image {i}")) for i, im in enumerate(images)]
-        return self._detect_one(as_rgb_uint8(images))
+            out: List[Faces] = []
+            for s in range(0, len(images), self.group_size):
+                group = [as_rgb_uint8(im, f"image {s + i}") for i, im in enumerate(images[s : s + self.group_size])]
+                out.extend(self._detect_group(group))
+            return out
+        return self._detect_group([as_rgb_uint8(images)])[0]
 
     __call__ = detect
+
+    #: Images of a list that go through the cascade together (bounds memory).
+    group_size = 8
 
     # -- stages ---------------------------------------------------------------
 
@@ -228,20 +437,35 @@ class MTCNN:
         Returned after per-scale NMS (IoU 0.5) and cross-scale NMS (0.7), the
         regression, squaring and truncation to integers, as the authors do.
         """
-        h, w = image.shape[:2]
-        found = []
-        for s in pyramid.scales(h, w, self.min_face_size, self.factor):
-            hs, ws = pyramid.level_size(h, w, s)
-            level = pyramid.resize(image, (hs, ws), self.resize)
-            canvas = np.zeros((1, bucket(hs), bucket(ws), 3), np.uint8)
-            canvas[0, :hs, :ws] = level
-            prob, reg = _pnet_forward(self.params["pnet"], canvas, np.array([hs, ws], np.int32))
-            oh, ow = pnet_output_size(hs, ws)
-            prob = np.asarray(prob)[:oh, :ow]
+        return self._proposals([image])[0]
+
+    def refine(self, image: np.ndarray, cand: np.ndarray) -> np.ndarray:
+        """Stage 2: R-Net on 24×24 crops of ``cand`` → boxes float64[M, 5] (inclusive 1-based, score).
+
+        Keeps crops scoring above the R-Net threshold, NMS (IoU 0.7), then the
+        regression and squaring.
+        """
+        return self._refine([image], [cand])[0]
+
+    def output(self, image: np.ndarray, cand: np.ndarray) -> Faces:
+        """Stage 3: O-Net on 48×48 crops → final :class:`Faces` (converted to 0-based half-open)."""
+        return self._output([image], [cand])[0]
+
+    # -- the stages over a group of images ------------------------------------
+
+    def _proposals(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
+        levels, owner = [], []  # every pyramid level of every image, and (image, scale) for each
+        for k, image in enumerate(images):
+            h, w = image.shape[:2]
+            for s in pyramid.scales(h, w, self.min_face_size, self.factor):
+                levels.append(pyramid.resize(image, pyramid.level_size(h, w, s), self.resize))
+                owner.append((k, s))
+        found: List[list] = [[] for _ in images]
+        for (k, s), (prob, reg) in zip(owner, _pnet_levels(self.params["pnet"], levels)):
             rows, cols = np.nonzero(prob >= self.thresholds[0])
             if rows.size == 0:
                 continue
-            reg = np.asarray(reg)[rows, cols]
+            reg = reg[rows, cols]
             cand = np.stack(
                 [
                     np.fix((2 * cols + 1) / s),
@@ -253,63 +477,86 @@ class MTCNN:
             )
             score = prob[rows, cols].astype(np.float64)
             keep = bx.nms(cand, score, self.nms_thresholds[0], "union")
-            found.append(np.concatenate([cand[keep], score[keep, None], reg[keep]], axis=1))
-        if not found:
-            return np.zeros((0, 5))
-        allc = np.concatenate(found)
-        keep = bx.nms(allc[:, :4], allc[:, 4], self.nms_thresholds[1], "union")
-        allc = allc[keep]
-        boxes = np.fix(bx.square(bx.calibrate(allc[:, :4], allc[:, 5:9], inclusive=False)))
-        return np.concatenate([boxes, allc[:, 4:5]], axis=1)
+            found[k].append(np.concatenate([cand[keep], score[keep, None], reg[keep]], axis=1))
+        out = []
+        for f in found:
+            if not f:
+                out.append(np.zeros((0, 5)))
+                continue
+            allc = np.concatenate(f)
+            keep = bx.nms(allc[:, :4], allc[:, 4], self.nms_thresholds[1], "union")
+            allc = allc[keep]
+            boxes = np.fix(bx.square(bx.calibrate(allc[:, :4], allc[:, 5:9], inclusive=False)))
+            out.append(np.concatenate([boxes, allc[:, 4:5]], axis=1))
+        return out
 
-    def refine(self, image: np.ndarray, cand: np.ndarray) -> np.ndarray:
-        """Stage 2: R-Net on 24×24 crops of ``cand`` → boxes float64[M, 5] (inclusive 1-based, score).
+    def _refine(self, images: Sequence[np.ndarray], cands: Sequence[np.ndarray]) -> List[np.ndarray]:
+        crops = [bx.crop_and_resize(im, c[:, :4] - 1, 24, self.resize) for im, c in zip(images, cands) if len(c)]
+        res = _run_batched(_rnet_forward, self.params["rnet"], np.concatenate(crops), RNET_BATCH) if crops else None
+        out, at = [], 0
+        for cand in cands:
+            if len(cand) == 0:
+                out.append(np.zeros((0, 5)))
+                continue
+            prob, reg = (r[at : at + len(cand)] for r in res)
+            at += len(cand)
+            ok = prob > self.thresholds[1]
+            if not ok.any():
+                out.append(np.zeros((0, 5)))
+                continue
+            b, p, r = cand[ok, :4], prob[ok].astype(np.float64), reg[ok]
+            keep = bx.nms(b, p, self.nms_thresholds[2], "union")
+            boxes = bx.square(bx.calibrate(b[keep], r[keep], inclusive=True))
+            out.append(np.concatenate([boxes, p[keep, None]], axis=1))
+        return out
 
-        Keeps crops scoring above the R-Net threshold, NMS (IoU 0.7), then the
-        regression and squaring.
-        """
-        if len(cand) == 0:
-            return np.zeros((0, 5))
-        crops = bx.crop_and_resize(image, cand[:, :4] - 1, 24, self.resize)
-        prob, reg = _run_batched(_rnet_forward, self.params["rnet"], crops)
-        ok = prob > self.thresholds[1]
-        if not ok.any():
-            return np.zeros((0, 5))
-        b, p, r = cand[ok, :4], prob[ok].astype(np.float64), reg[ok]
-        keep = bx.nms(b, p, self.nms_thresholds[2], "union")
-        boxes = bx.square(bx.calibrate(b[keep], r[keep], inclusive=True))
-        return np.concatenate([boxes, p[keep, None]], axis=1)
+    def _output(self, images: Sequence[np.ndarray], cands: Sequence[np.ndarray]) -> List[Faces]:
+        fixed = [np.fix(c[:, :4]) for c in cands]
+        crops = [bx.crop_and_resize(im, b - 1, 48, self.resize) for im, b in zip(images, fixed) if len(b)]
+        res = None
+        if crops:
+            crops = np.concatenate(crops)
+            res = _run_batched(_onet_forward, self.params["onet"], crops, ONET_BATCH)
+            if self.flip_landmarks:
+                mirrored = _run_batched(_onet_forward, self.params["onet"], np.ascontiguousarray(crops[:, :, ::-1]), ONET_BATCH)
+                res[2] = 0.5 * (res[2] + _unflip_landmarks(mirrored[2]))
+        out, at = [], 0
+        for b in fixed:
+            if len(b) == 0:
+                out.append(_empty_faces())
+                continue
+            prob, reg, lms = (r[at : at + len(b)] for r in res)
+            at += len(b)
+            ok = prob > self.thresholds[2]
+            if not ok.any():
+                out.append(_empty_faces())
+                continue
+            b, p, r, lms = b[ok], prob[ok].astype(np.float64), reg[ok], lms[ok].astype(np.float64)
+            # Landmarks are relative to the crop before regression: x = x1 - 1 + w * u with
+            # the 1-based x1 and w = x2 - x1 + 1, i.e. 0-based first pixel + w * u.
+            w = b[:, 2] - b[:, 0] + 1
+            h = b[:, 3] - b[:, 1] + 1
+            pts = np.stack([b[:, 0:1] - 1 + w[:, None] * lms[:, :5], b[:, 1:2] - 1 + h[:, None] * lms[:, 5:]], axis=2)
+            final = bx.calibrate(b, r, inclusive=True)
+            keep = bx.nms(final, p, self.nms_thresholds[3], "min")
+            out.append(
+                Faces(
+                    bx.to_half_open(final[keep]).astype(np.float32),
+                    p[keep].astype(np.float32),
+                    pts[keep].astype(np.float32),
+                )
+            )
+        return out
 
-    def output(self, image: np.ndarray, cand: np.ndarray) -> Faces:
-        """Stage 3: O-Net on 48×48 crops → final :class:`Faces` (converted to 0-based half-open)."""
-        if len(cand) == 0:
-            return _empty_faces()
-        b = np.fix(cand[:, :4])
-        crops = bx.crop_and_resize(image, b - 1, 48, self.resize)
-        prob, reg, lms = _run_batched(_onet_forward, self.params["onet"], crops)
-        if self.flip_landmarks:
-            lms = 0.5 * (lms + _unflip_landmarks(_run_batched(_onet_forward, self.params["onet"], crops[:, :, ::-1])[2]))
-        ok = prob > self.thresholds[2]
-        if not ok.any():
-            return _empty_faces()
-        b, p, r, lms = b[ok], prob[ok].astype(np.float64), reg[ok], lms[ok].astype(np.float64)
-        # Landmarks are relative to the crop before regression: x = x1 - 1 + w * u with
-        # the 1-based x1 and w = x2 - x1 + 1, i.e. 0-based first pixel + w * u.
-        w = b[:, 2] - b[:, 0] + 1
-        h = b[:, 3] - b[:, 1] + 1
-        pts = np.stack([b[:, 0:1] - 1 + w[:, None] * lms[:, :5], b[:, 1:2] - 1 + h[:, None] * lms[:, 5:]], axis=2)
-        final = bx.calibrate(b, r, inclusive=True)
-        keep = bx.nms(final, p, self.nms_thresholds[3], "min")
-        return Faces(
-            bx.to_half_open(final[keep]).astype(np.float32),
-            p[keep].astype(np.float32),
-            pts[keep].astype(np.float32),
-        )
-
-    def _detect_one(self, image: np.ndarray) -> Faces:
-        if min(image.shape[:2]) < pyramid.CELL:
-            return _empty_faces()
-        return self.output(image, self.refine(image, self.proposals(image)))
+    def _detect_group(self, images: Sequence[np.ndarray]) -> List[Faces]:
+        """The cascade over ``images`` together; images under 12 pixels on a side give no faces."""
+        big = [i for i, im in enumerate(images) if min(im.shape[:2]) >= pyramid.CELL]
+        out = [_empty_faces() for _ in images]
+        if big:
+            ims = [images[i] for i in big]
+            for i, faces in zip(big, self._output(ims, self._refine(ims, self._proposals(ims)))):
+                out[i] = faces
+        return out
 
 
 def _unflip_landmarks(lms: np.ndarray) -> np.ndarray:
