@@ -1,0 +1,278 @@
+"""Hard-sample mining: training windows for R-Net and O-Net from the detections of the earlier stages.
+
+Zhang et al. 2016, Sec. III-C ("Training"): R-Net learns from the windows the
+trained P-Net proposes on the training images, O-Net from the windows P-Net +
+R-Net keep. Each proposed window is labelled by its IoU with the annotated faces,
+with the thresholds of the config (paper: negative < 0.3, part 0.4 – 0.65,
+positive > 0.65; 0.3 – 0.4 is discarded), and cropped the way the detector will
+crop it at test time: zero-padded where it leaves the image, resized to 24×24
+(R-Net) or 48×48 (O-Net).
+
+Coordinates. The detector's stage methods (:meth:`mtcnn_jax.detector.MTCNN.proposals`,
+``refine``) return the authors' **inclusive 1-based** boxes. A candidate
+``(c1, c2, c3, c4)`` (truncated to integers as the detector does before cropping)
+covers 0-based pixels ``c1 - 1 .. c3 - 1``; here it becomes the **half-open
+0-based** square window ``w = (c1 - 1, c2 - 1, c1 - 1 + s, c2 - 1 + s)`` with
+``s = max(c3 - c1 + 1, c4 - c2 + 1)`` (the detector's boxes are square up to the
+truncation), the frame of :mod:`mtcnn_jax.samples`. Box targets are
+:func:`mtcnn_jax.samples.box_targets` of that window, i.e. exactly what the
+detector's calibration ``x1 + dx1 · w`` (inclusive width = ``s``) inverts.
+
+Per image: every positive and part window is kept; negatives are capped at
+``negatives_per_image``, drawn with ``np.random.default_rng([seed, stage code,
+image index])``, so mining is deterministic for a seed and a params set.
+Positive and part windows whose best face is invalid or smaller than
+``min_face`` are dropped (their regression target would be noise), as in
+:func:`mtcnn_jax.samples.cut_detection_samples`.
+
+Robustness: the WIDER gt file is read with ``strict=False`` (a malformed line
+is reported as ``file:line: reason`` and skipped); an image that cannot be
+decoded is reported as ``path (gt file:line): reason`` and skipped. Both are
+counted in the :class:`MiningSummary`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import warnings
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+from mtcnn_jax import boxes as bx
+from mtcnn_jax import samples as sp
+from mtcnn_jax.data.wider import WiderFormatWarning, read_wider_gt
+from mtcnn_jax.losses import NEGATIVE, PART, POSITIVE
+
+#: Crop side of the stage the mined windows train.
+STAGE_SIZE = {"rnet": 24, "onet": 48}
+#: Seed stream per stage (distinct from samples.py's 0 = detection, 1 = landmark).
+STAGE_CODE = {"rnet": 2, "onet": 3}
+DISCARD = -1
+
+
+@dataclasses.dataclass
+class Thresholds:
+    """IoU thresholds of the labelling (paper: 0.3 / 0.4 / 0.65)."""
+
+    negative: float = sp.NEGATIVE_IOU
+    part: float = sp.PART_IOU
+    positive: float = sp.POSITIVE_IOU
+
+
+@dataclasses.dataclass
+class MiningSummary:
+    """What a mining run saw: images mined, windows proposed, samples per type, and what it skipped."""
+
+    images: int = 0
+    proposals: int = 0
+    counts: dict = dataclasses.field(default_factory=lambda: {"negative": 0, "positive": 0, "part": 0})
+    negatives_dropped: int = 0  # negatives over the per-image cap
+    skipped_images: list = dataclasses.field(default_factory=list)  # "path (gt:line): reason"
+    skipped_lines: list = dataclasses.field(default_factory=list)  # "gt file:line: reason"
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["n_skipped_images"] = len(self.skipped_images)
+        d["n_skipped_lines"] = len(self.skipped_lines)
+        return d
+
+
+# ----------------------------------------------------------------------------- one image
+
+
+def windows_from_candidates(cand: np.ndarray) -> np.ndarray:
+    """Detector candidates float[N, ≥4] (inclusive 1-based) → half-open 0-based square windows float64[N, 4]."""
+    c = np.fix(np.asarray(cand, np.float64).reshape(len(cand), -1)[:, :4])
+    side = np.maximum(c[:, 2] - c[:, 0] + 1, c[:, 3] - c[:, 1] + 1)
+    x1, y1 = c[:, 0] - 1, c[:, 1] - 1
+    return np.stack([x1, y1, x1 + side, y1 + side], axis=1)
+
+
+def label_windows(windows: np.ndarray, faces: np.ndarray, thresholds: Thresholds = Thresholds()):
+    """Type of each window by its best IoU with ``faces``.
+
+    windows: float[N, 4], faces: float[M, 4], both half-open. Returns ``(types
+    int32[N], best int64[N], best_iou float64[N])``: types are NEGATIVE (IoU <
+    ``negative`` with every face, or no face), POSITIVE (> ``positive``), PART
+    (``part`` ≤ IoU ≤ ``positive``) or :data:`DISCARD`; ``best`` is the face of
+    largest IoU (-1 without faces).
+    """
+    windows = np.asarray(windows, np.float64).reshape(-1, 4)
+    faces = np.asarray(faces, np.float64).reshape(-1, 4)
+    n = len(windows)
+    if len(faces) == 0 or n == 0:
+        return np.full(n, NEGATIVE, np.int32), np.full(n, -1, np.int64), np.zeros(n)
+    overlaps = np.stack([sp.iou(f, windows) for f in faces])  # [M, N]
+    best = np.argmax(overlaps, axis=0)
+    o = overlaps[best, np.arange(n)]
+    types = np.full(n, DISCARD, np.int32)
+    types[o < thresholds.negative] = NEGATIVE
+    types[(o >= thresholds.part) & (o <= thresholds.positive)] = PART
+    types[o > thresholds.positive] = POSITIVE
+    return types, best, o
+
+
+def mine_image(
+    image: np.ndarray,
+    cand: np.ndarray,
+    faces: np.ndarray,
+    usable: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    negatives_per_image: int,
+    thresholds: Thresholds = Thresholds(),
+    resize: str = "antialiased",
+    summary: Optional[MiningSummary] = None,
+) -> dict:
+    """Samples (the :mod:`mtcnn_jax.samples` layout, ``size × size`` crops) from one image's candidates.
+
+    image: uint8[H, W, 3]; cand: the detector's float[N, ≥4] inclusive 1-based
+    boxes; faces: float[M, 4] half-open gt boxes (all of them, for labelling);
+    usable: bool[M], faces a positive / part window may regress to.
+    """
+    windows = windows_from_candidates(cand)
+    windows = windows[windows[:, 2] - windows[:, 0] >= 1]
+    types, best, _ = label_windows(windows, faces, thresholds)
+    if len(faces):
+        ok_face = np.asarray(usable, bool)[np.maximum(best, 0)]
+        types[(types != NEGATIVE) & ~ok_face] = DISCARD
+    neg = np.flatnonzero(types == NEGATIVE)
+    if len(neg) > negatives_per_image:
+        keep_neg = np.sort(rng.choice(neg, negatives_per_image, replace=False))
+        if summary is not None:
+            summary.negatives_dropped += len(neg) - negatives_per_image
+        types[np.setdiff1d(neg, keep_neg)] = DISCARD
+    keep = np.flatnonzero(types != DISCARD)
+    if summary is not None:
+        summary.proposals += len(windows)
+    if len(keep) == 0:
+        return sp._empty(size)
+    w = windows[keep]
+    inclusive = np.stack([w[:, 0], w[:, 1], w[:, 2] - 1, w[:, 3] - 1], axis=1).astype(np.int64)
+    crops = bx.crop_and_resize(image, inclusive, size, resize)
+    t = types[keep]
+    box = np.zeros((len(keep), 4), np.float32)
+    for r, (k, typ) in enumerate(zip(keep, t)):
+        if typ != NEGATIVE:
+            box[r] = sp.box_targets(windows[k], faces[best[k]])
+    out = {"image": crops, "type": t.astype(np.int32), "box": box, "landmarks": np.zeros((len(keep), 10), np.float32)}
+    if summary is not None:
+        for code, name in ((NEGATIVE, "negative"), (POSITIVE, "positive"), (PART, "part")):
+            summary.counts[name] += int(np.sum(t == code))
+    return out
+
+
+# ----------------------------------------------------------------------------- data sets
+
+
+def read_gt(gt_file, summary: Optional[MiningSummary] = None):
+    """WIDER records read with ``strict=False`` and ``{image path: gt line number}``.
+
+    Each malformed line is reported on stderr and in ``summary.skipped_lines``.
+    """
+    gt_file = Path(gt_file)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", WiderFormatWarning)
+        records = read_wider_gt(gt_file, strict=False)
+    for w in caught:
+        if issubclass(w.category, WiderFormatWarning):
+            msg = str(w.message)
+            print(f"skipped: {msg}", file=sys.stderr)
+            if summary is not None:
+                summary.skipped_lines.append(msg)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    line_of = {}
+    for i, line in enumerate(gt_file.read_text(encoding="utf-8", errors="replace").splitlines()):
+        line_of.setdefault(line.strip().replace("\\", "/"), i + 1)
+    return records, line_of
+
+
+def find_gt(wider_dir) -> Path:
+    """The ``*_bbx_gt.txt`` file of a WIDER-format folder."""
+    found = sorted(Path(wider_dir).glob("*_bbx_gt.txt"))
+    if not found:
+        raise FileNotFoundError(f"{wider_dir}: no *_bbx_gt.txt file")
+    return found[0]
+
+
+def make_detector(params: Mapping[str, dict], stage: str, mining_config):
+    """A :class:`mtcnn_jax.detector.MTCNN` running the stages before ``stage`` with ``params``.
+
+    Stages ``params`` lacks (and the ones mining does not run) take the authors' weights.
+    """
+    from mtcnn_jax.detector import MTCNN, _authors_weights  # noqa: PLC0415
+
+    weights = dict(params)
+    if any(s not in weights for s in ("pnet", "rnet", "onet")):
+        authors = _authors_weights()
+        for s in ("pnet", "rnet", "onet"):
+            weights.setdefault(s, authors[s])
+    m = mining_config
+    return MTCNN(
+        min_face_size=m.min_face_size,
+        factor=m.factor,
+        thresholds=(m.pnet_threshold, m.rnet_threshold, 0.7),
+        resize=m.resize,
+        weights=weights,
+    )
+
+
+def mine(
+    detector,
+    stage: str,
+    wider_dir,
+    records: Sequence,
+    indices: Sequence[int],
+    seed: int,
+    mining_config,
+    min_face: int = 20,
+    line_of: Optional[Mapping[str, int]] = None,
+    gt_file: str = "gt",
+    summary: Optional[MiningSummary] = None,
+    progress: bool = False,
+) -> dict:
+    """Mined samples of ``stage`` ("rnet" or "onet") from the WIDER images ``records[indices]``.
+
+    ``detector``: :func:`make_detector`'s; R-Net samples come from its
+    ``proposals``, O-Net samples from ``refine(proposals)``. ``mining_config``:
+    ``negative_iou``, ``part_iou``, ``positive_iou``, ``negatives_per_image``,
+    ``resize``. Unreadable images are reported, skipped and counted in ``summary``.
+    """
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from mtcnn_jax.io import load_image  # noqa: PLC0415
+
+    if stage not in STAGE_SIZE:
+        raise ValueError(f"mining makes samples for rnet or onet, not {stage!r}")
+    size = STAGE_SIZE[stage]
+    summary = summary if summary is not None else MiningSummary()
+    m = mining_config
+    th = Thresholds(m.negative_iou, m.part_iou, m.positive_iou)
+    line_of = line_of or {}
+    parts = []
+    for i in tqdm(list(indices), desc=f"mine {stage}", disable=not progress, dynamic_ncols=True):
+        r = records[int(i)]
+        path = Path(wider_dir) / "images" / r.path
+        try:
+            image = load_image(path)
+        except Exception as err:  # noqa: BLE001 (any undecodable image is skipped)
+            where = f"{gt_file}:{line_of[r.path]}" if r.path in line_of else gt_file
+            msg = f"{path} ({where}): {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+            print(f"skipped: {msg}", file=sys.stderr)
+            summary.skipped_images.append(msg)
+            continue
+        cand = detector.proposals(image)
+        if stage == "onet" and len(cand):
+            cand = detector.refine(image, cand)
+        faces = np.asarray(r.boxes, np.float64).reshape(-1, 4)
+        wh = faces[:, 2:] - faces[:, :2]
+        usable = ~np.asarray(r.invalid, bool) & (np.min(wh, axis=1) >= min_face)
+        rng = np.random.default_rng([seed, STAGE_CODE[stage], int(i)])
+        parts.append(mine_image(image, cand, faces, usable, size, rng, int(m.negatives_per_image), th, m.resize,
+                                summary))
+        summary.images += 1
+    return sp.concat(parts, size)
