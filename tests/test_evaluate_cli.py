@@ -345,3 +345,42 @@ def test_fddb_with_detector_and_with_its_detection_list(tmp_path, capsys, fake):
     bad.write_text("2002/a\n1\n25 20 1.57 30\n")
     msg = _one_line_error(capsys, "fddb", "--folds", bad, "--predictions", out / "detections.txt", "--out", again)
     assert f"{bad}:3:" in msg
+
+
+# --------------------------------------------------------------------------- benchmarks/compare_peers.py
+
+
+def _compare_peers():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_peers.py"
+    spec = importlib.util.spec_from_file_location("compare_peers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_peers_reference_rows_score_the_stored_detections(data_dir, reference_dir, capsys, monkeypatch):
+    cp = _compare_peers()
+    assert list(cp.spread(360, 4)) == [0, 120, 239, 359] and len(cp.spread(5, None)) == 5
+    monkeypatch.setenv("MTCNN_JAX_DATA", str(data_dir))
+    # ipazc needs TensorFlow, which the project never installs: its row comes from the reference
+    # JSON, scored on all 360 images (README: 0.4279 / 0.7109 / 0.7523, NME 0.0755).
+    if importlib_find("tensorflow"):
+        pytest.skip("TensorFlow is installed: ipazc would run live")
+    assert cp.main(["--detectors", "ipazc", "--reference", "--markdown", "--limit-landmarks", "3000"]) == 0
+    out, err = capsys.readouterr()
+    assert "skip ipazc" in err and "pip install mtcnn==1.0.0 tensorflow" in err
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("| detector | source | AP all |") and lines[1].startswith("|---|")
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[0] == "ipazc mtcnn 1.0.0" and cells[1] == "reference JSON"
+    assert [float(c) for c in cells[2:5]] == pytest.approx([0.4279, 0.7109, 0.7523], abs=0.0015)
+    assert float(cells[6]) == pytest.approx(0.0755, abs=0.0005)
+    assert cells[8] == "352 (README)" and cells[10] == "–"
+
+
+def importlib_find(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
