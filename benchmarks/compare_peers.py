@@ -50,17 +50,22 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, NamedTuple, Optional
+from typing import Callable, List, NamedTuple, Optional
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mtcnn_jax.commands.evaluate import detect_images, landmark_metrics, wider_metrics  # noqa: E402
+from mtcnn_jax.commands.evaluate import (  # noqa: E402
+    detect_images,
+    landmark_metrics,
+    subset_annotations,
+    wider_metrics,
+)
 from mtcnn_jax.data.wider import read_wider_gt  # noqa: E402
 from mtcnn_jax.evaluation.landmarks import read_mtfl  # noqa: E402
-from mtcnn_jax.evaluation.predictions import Detections, read_predictions  # noqa: E402
+from mtcnn_jax.evaluation.predictions import read_predictions  # noqa: E402
 
 WIDER_GT = "widerface_val_subset/wider_face_val_bbx_gt_subset.txt"
 AFLW_LIST = "mtfl_aflw_test_landmarks/testing.txt"
@@ -324,8 +329,6 @@ def main(argv=None) -> int:
     wider = read_wider_gt(data / WIDER_GT)
     wider = [wider[i] for i in spread(len(wider), args.limit_wider)]
     aflw_all = read_mtfl(data / AFLW_LIST)
-    from mtcnn_jax.commands.evaluate import subset_annotations
-
     keep = np.zeros(len(aflw_all), bool)
     keep[spread(len(aflw_all), args.limit_landmarks)] = True
     aflw = subset_annotations(aflw_all, keep)

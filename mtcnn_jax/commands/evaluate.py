@@ -311,7 +311,7 @@ def _readable(option: str, path: str) -> str:
     return path
 
 
-def _reading(option: str, path: str, reader, *args, **kwargs):
+def read_input(option: str, path: str, reader, *args, **kwargs):
     """``reader(path, ...)`` with OS and encoding errors turned into one-line UserErrors."""
     _readable(option, path)
     try:
@@ -333,7 +333,9 @@ def prepare_out(out: str) -> str:
     return out
 
 
-def _write(out: str, name: str, data: bytes) -> str:
+def write_file(out: str, name: str, data: bytes) -> str:
+    """Write ``data`` to ``out/name`` atomically (``name``: a fixed relative name chosen by the
+    command, never a user path); UserError when it cannot be written. Returns the path."""
     path = os.path.join(out, name)
     try:
         detect_cmd.write_atomically(path, data)
@@ -345,12 +347,12 @@ def _write(out: str, name: str, data: bytes) -> str:
 def write_json(out: str, name: str, obj) -> str:
     """Write ``obj`` (after :func:`json_ready`) as indented JSON to ``out/name``."""
     text = json.dumps(json_ready(obj), indent=2) + "\n"
-    return _write(out, name, text.encode("utf-8"))
+    return write_file(out, name, text.encode("utf-8"))
 
 
 def write_image(out: str, name: str, image: np.ndarray) -> str:
     """Write a uint8[H, W, 3] RGB image as PNG to ``out/name``."""
-    return _write(out, name, plots.encode_png(image))
+    return write_file(out, name, plots.encode_png(image))
 
 
 # --------------------------------------------------------------------------- commands
@@ -367,7 +369,7 @@ def _source(args) -> _Source:
     if args.predictions is not None:
         if args.weights is not None:
             raise UserError("--predictions and --weights exclude each other")
-        preds = _reading("--predictions", args.predictions, read_predictions)
+        preds = read_input("--predictions", args.predictions, read_predictions)
         return _Source(preds, None, None)
     if args.images is None:
         raise UserError("--images DIR is needed to run the detector (or give --predictions)")
@@ -418,12 +420,12 @@ def run_wider(args: argparse.Namespace) -> int:
     from mtcnn_jax.data.wider import read_wider_gt
 
     sizes = _sizes(args.sizes)
-    records = _reading("--gt", args.gt, read_wider_gt)
+    records = read_input("--gt", args.gt, read_wider_gt)
     face_lists = {}
     for name in WIDER_LISTS:
         path = getattr(args, name)
         if path is not None:
-            face_lists[name] = _reading(f"--{name}", path, wider_eval.read_face_lists)
+            face_lists[name] = read_input(f"--{name}", path, wider_eval.read_face_lists)
     source = _source(args)
     if source.predictions is not None:
         _check_paths(args.predictions, source.predictions, [r.path for r in records])
@@ -436,7 +438,7 @@ def run_wider(args: argparse.Namespace) -> int:
         predictions = run.predictions
         skipped_paths = {p for p, _ in run.skipped}
         records = [r for r in records if r.path not in skipped_paths]
-        _write(out, "predictions.json", detect_cmd.format_json(run.entries).encode("utf-8"))
+        write_file(out, "predictions.json", detect_cmd.format_json(run.entries).encode("utf-8"))
 
     settings, curves = wider_metrics(predictions, records, sizes, face_lists)
     unmatched = _check_paths(args.predictions, predictions, [r.path for r in records])
@@ -471,7 +473,7 @@ def run_landmarks(args: argparse.Namespace) -> int:
     threshold = detect_cmd._number("--failure-threshold", args.failure_threshold)
     if threshold <= 0:
         raise UserError(f"--failure-threshold: must be positive, got {args.failure_threshold}")
-    ann = _reading("--gt", args.gt, lm_eval.read_mtfl, one_based=args.one_based)
+    ann = read_input("--gt", args.gt, lm_eval.read_mtfl, one_based=args.one_based)
     if len(ann) == 0:
         raise UserError(f"--gt: {args.gt}: no annotated image")
     source = _source(args)
@@ -486,7 +488,7 @@ def run_landmarks(args: argparse.Namespace) -> int:
         predictions = run.predictions
         skipped_paths = {p for p, _ in run.skipped}
         ann = subset_annotations(ann, np.array([p not in skipped_paths for p in ann.paths], bool))
-        _write(out, "predictions.json", detect_cmd.format_json(run.entries).encode("utf-8"))
+        write_file(out, "predictions.json", detect_cmd.format_json(run.entries).encode("utf-8"))
 
     unmatched = _check_paths(args.predictions, predictions, ann.paths)
     if len(ann):
@@ -534,9 +536,9 @@ def _read_fddb_predictions(path: str):
     from mtcnn_jax.evaluation import fddb
 
     if path.lower().endswith(".json"):
-        preds = _reading("--predictions", path, read_predictions)
+        preds = read_input("--predictions", path, read_predictions)
         return {p: fddb.from_corners(d.boxes, d.scores) for p, d in preds.items()}
-    return _reading("--predictions", path, fddb.read_detections)
+    return read_input("--predictions", path, fddb.read_detections)
 
 
 def run_fddb(args: argparse.Namespace) -> int:
@@ -545,7 +547,7 @@ def run_fddb(args: argparse.Namespace) -> int:
 
     folds = []
     for fold in args.folds:
-        folds.extend(_reading("--folds", fold, fddb.read_ellipses))
+        folds.extend(read_input("--folds", fold, fddb.read_ellipses))
     if args.predictions is not None:
         if args.weights is not None:
             raise UserError("--predictions and --weights exclude each other")
@@ -567,7 +569,7 @@ def run_fddb(args: argparse.Namespace) -> int:
         sizes = {by_file[e["path"]]: (e["height"], e["width"]) for e in run.entries}
         skipped = {by_file[p] for p, _ in run.skipped}
         folds = [a for a in folds if a.path not in skipped]
-        _write(out, "detections.txt", fddb.format_detections(detections).encode("utf-8"))
+        write_file(out, "detections.txt", fddb.format_detections(detections).encode("utf-8"))
 
     curve = fddb.roc(detections, folds, sizes)
     n_skipped = len(run.skipped) if run else 0
@@ -591,7 +593,7 @@ def run_fddb(args: argparse.Namespace) -> int:
     write_json(out, "metrics.json", metrics)
     for name, tpr in (("DiscROC.txt", curve.tpr_discrete), ("ContROC.txt", curve.tpr_continuous)):
         text = "".join(f"{t:.6f} {fp}\n" for t, fp in zip(tpr, curve.false_positives))
-        _write(out, name, text.encode("utf-8"))
+        write_file(out, name, text.encode("utf-8"))
     max_fp = max(1, int(curve.false_positives.max()) if curve.false_positives.size else 1)
     write_image(out, "roc.png", plots.roc_plot([
         plots.Curve("discrete", curve.false_positives, curve.tpr_discrete),

@@ -39,7 +39,7 @@ from mtcnn_jax.errors import ImageError, UserError
 from mtcnn_jax.evaluation import plots
 from mtcnn_jax.evaluation import report as rp
 from mtcnn_jax.evaluation.predictions import Detections, align_to_ground_truth, read_predictions
-from mtcnn_jax.evaluation.wider import DEFAULT_SIZES, setting_name
+from mtcnn_jax.evaluation.wider import DEFAULT_SIZES, counted_faces, setting_name
 
 PANEL_WIDTH = 480
 GRID_PANEL_WIDTH = 320
@@ -89,7 +89,7 @@ def _name(given: Optional[str], path: str, preds_file: str) -> str:
 
 
 def _aligned(option: str, path: str, gt_paths: List[str]) -> Dict[str, Detections]:
-    preds = ev._reading(option, path, read_predictions)
+    preds = ev.read_input(option, path, read_predictions)
     aligned, unmatched = align_to_ground_truth(preds, gt_paths)
     if preds and len(unmatched) == len(preds):
         raise UserError(f"{option}: {path}: none of its {len(preds)} image paths is in the ground truth")
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         count = -1
     if count < 1:
         raise UserError(f"--count: expected a positive whole number, got {args.count!r}")
-    records = ev._reading("--gt", args.gt, read_wider_gt)
+    records = ev.read_input("--gt", args.gt, read_wider_gt)
     if not os.path.isdir(args.images):
         raise UserError(f"--images: {args.images}: no such folder")
     gt_paths = [r.path for r in records]
@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
             caption = f"{label}: {m.n_found}/{m.n_found + m.n_missed} found, {m.n_false_positives} false"
             panels.append((drawn, caption))
         if peer is None:
-            n_counted = int(np.sum(rp.counted_faces(rec, min_size)))
+            n_counted = int(np.sum(counted_faces(rec, min_size)))
             panels.append((rp.draw_ground_truth(image, rec, min_size), f"ground truth: {n_counted} faces ({shown})"))
         row = [rp.panel(im, cap, PANEL_WIDTH) for im, cap in panels]
         grid_rows.append([rp.panel(im, cap, GRID_PANEL_WIDTH) for im, cap in panels])
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         ok, data = cv2.imencode(".jpg", rp.grid([row])[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
         if not ok:
             raise UserError(f"cannot encode {rel}")
-        ev._write(out, rel, data.tobytes())
+        ev.write_file(out, rel, data.tobytes())
         figures.append((rel, rec.path))
     if grid_rows:
         ev.write_image(out, "grid.png", rp.grid(grid_rows))
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     if n_errors:
         notes.append(f"{n_errors} image(s) could not be read and are not shown.")
     page = rp.html_page(title, table, columns, [("pr_curve.png", "precision-recall")] + figures, notes)
-    ev._write(out, "report.html", page.encode("utf-8"))
+    ev.write_file(out, "report.html", page.encode("utf-8"))
     print(f"wrote {os.path.join(out, 'report.html')} ({len(figures)} images"
           + (f", {n_errors} unreadable" if n_errors else "") + ")")
     return 1 if n_errors else 0
