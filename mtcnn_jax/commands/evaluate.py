@@ -238,7 +238,9 @@ def wider_metrics(
         dis = wider_eval.evaluate(predictions, records, sampling="distinct", **kwargs)
         settings[name] = dict(info, ap=off["ap"], ap_distinct=dis["ap"],
                               n_faces=off["n_faces"], n_detections=off["n_detections"])
-        curves[name] = (off["recall"], off["precision"])
+        # thresholds that no detection passes give (0, 0): not a point of the curve
+        empty = (off["recall"] == 0) & (off["precision"] == 0)
+        curves[name] = (np.where(empty, np.nan, off["recall"]), off["precision"])
     return settings, curves
 
 
