@@ -81,7 +81,7 @@ def register(subparsers) -> None:
     """Add ``evaluate`` with its ``wider``, ``landmarks`` and ``fddb`` sub-commands."""
     p = subparsers.add_parser(
         "evaluate",
-        help="WIDER FACE AP or landmark NME of the detector or of a predictions file",
+        help="WIDER FACE AP, landmark NME or FDDB ROC of the detector or of a predictions file",
         description=__doc__.split("\n\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
