@@ -47,6 +47,10 @@ def iou(box: np.ndarray, boxes: np.ndarray, mode: str = "union") -> np.ndarray:
     return inter / np.maximum(denom, 1e-12)
 
 
+#: Above this many candidate pairs :func:`nms` falls back to the reference loop (memory bound).
+_NMS_MAX_PAIRS = 2_000_000
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
     """Greedy non-maximum suppression of inclusive boxes, as the authors' ``nms.m``.
 
@@ -57,7 +61,68 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "un
 
     boxes: ``float[N, 4]``; scores: ``float[N]``. Returns ``int64[K]``, indices into
     the input, in the order they were kept (descending score).
+
+    Computed without the authors' loop over kept boxes × all boxes: only pairs of
+    boxes that intersect are compared (found by sweeping along x), with the same
+    float64 formula, so the result is the same (see :func:`nms_reference`).
     """
+    if mode not in ("union", "min"):
+        raise ValueError(f"unknown overlap mode {mode!r} (expected 'union' or 'min')")
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    n = len(boxes)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    widths, heights = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
+    if not (threshold >= 0 and np.isfinite(boxes).all() and (widths > 0).all() and (heights > 0).all()):
+        # Boxes that do not touch have overlap 0 only for proper boxes and a threshold >= 0.
+        return nms_reference(boxes, scores, threshold, mode)
+    order = np.argsort(scores, kind="stable")[::-1]  # processing order: best first, later input first on ties
+    b = boxes[order]
+    x1, y1, x2, y2 = b.T
+    areas = area(b)
+    # Pairs (p, q), p < q in processing order, whose boxes intersect: sweep over x1.
+    by_x = np.argsort(x1, kind="stable")
+    xs = x1[by_x]
+    reach = x2[by_x] + 1  # inclusive boxes touch while the other's x1 < my x2 + 1; a margin for rounding:
+    hi = np.searchsorted(xs, reach + 1e-9 * (np.abs(reach) + 1), side="right")
+    counts = np.maximum(hi - np.arange(n) - 1, 0)
+    total = int(counts.sum())
+    if total > _NMS_MAX_PAIRS:  # bounded memory: many large overlapping boxes
+        return nms_reference(boxes, scores, threshold, mode)
+    if total == 0:
+        return order.astype(np.int64)
+    first = np.repeat(np.arange(n), counts)
+    offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    second = first + 1 + offsets
+    i, j = by_x[first], by_x[second]
+    iw = np.maximum(0.0, np.minimum(x2[i], x2[j]) - np.maximum(x1[i], x1[j]) + 1)
+    ih = np.maximum(0.0, np.minimum(y2[i], y2[j]) - np.maximum(y1[i], y1[j]) + 1)
+    inter = iw * ih
+    if mode == "union":
+        overlap = inter / (areas[i] + areas[j] - inter)
+    else:
+        overlap = inter / np.minimum(areas[i], areas[j])
+    hit = overlap > threshold
+    p, q = np.minimum(i[hit], j[hit]), np.maximum(i[hit], j[hit])
+    # Greedy pass in processing order: a kept box removes its later neighbours.
+    srt = np.argsort(p, kind="stable")
+    p, q = p[srt], q[srt]
+    starts = np.searchsorted(p, np.arange(n + 1))
+    rem = np.zeros(n, bool)
+    keep = []
+    has = (starts[1:] > starts[:-1]).tolist()
+    for k in range(n):
+        if rem[k]:
+            continue
+        keep.append(k)
+        if has[k]:
+            rem[q[starts[k] : starts[k + 1]]] = True
+    return order[np.asarray(keep, np.int64)].astype(np.int64)
+
+
+def nms_reference(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
+    """:func:`nms` as the authors' loop: keep the best, compare it with all the rest, repeat (slow; for tests)."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     scores = np.asarray(scores, np.float64).reshape(-1)
     if len(boxes) == 0:
@@ -165,11 +230,19 @@ def crop_and_resize(image: np.ndarray, boxes: np.ndarray, size: int, method: str
     """Zero-padded crops of inclusive 0-based integer boxes, each resized to ``size × size``.
 
     image: ``uint8[H, W, 3]``; boxes: ``[N, 4]`` (see :func:`crop`). Returns
-    ``uint8[N, size, size, 3]``; ``method`` as in :func:`resize`.
+    ``uint8[N, size, size, 3]``; ``method`` as in :func:`resize`. Boxes inside the
+    image are resized straight from a view of it (no copy); only boxes that leave
+    the image are first copied onto zeros.
     """
+    h, w = image.shape[:2]
     out = np.empty((len(boxes), size, size, image.shape[2]), np.uint8)
-    for k, box in enumerate(np.asarray(boxes)):
-        out[k] = resize(crop(image, box), (size, size), method)
+    for k, box in enumerate(np.asarray(boxes).reshape(-1, 4).tolist()):
+        x1, y1, x2, y2 = (int(v) for v in box)
+        if x1 >= 0 and y1 >= 0 and x2 < w and y2 < h:
+            src = image[y1 : y2 + 1, x1 : x2 + 1]
+        else:
+            src = crop(image, (x1, y1, x2, y2))
+        out[k] = resize(src, (size, size), method)
     return out
 
 
