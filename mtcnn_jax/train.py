@@ -344,7 +344,7 @@ class _Log:
 
 
 def train_and_evaluate(config, workdir, init: str = "scratch", progress: bool = True,
-                       max_steps: Optional[int] = None):
+                       max_steps: Optional[int] = None, data: Optional[tuple] = None):
     """Train ``config.stage`` on samples cut per ``config.data``; returns ``(state, val_metrics)``.
 
     workdir gets: ``config.json``, ``samples.npz`` (the cut samples, reused on
@@ -359,6 +359,10 @@ def train_and_evaluate(config, workdir, init: str = "scratch", progress: bool = 
     run's. ``init="pretrained"`` starts from the authors' weights
     (:func:`mtcnn_jax.pretrained.load_pretrained`), keeping fresh heads they lack.
     ``max_steps`` stops early (after that many steps of this call; testing).
+    ``data=(train_set, val_set)`` trains on given sample sets (dicts of arrays as
+    :mod:`mtcnn_jax.samples` makes them, e.g. mined samples read from a
+    :class:`mtcnn_jax.data.store.SampleStore`) instead of cutting random windows;
+    nothing is cut or cached then, and ``config.data`` is not used.
     """
     import orbax.checkpoint as ocp  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
@@ -378,8 +382,13 @@ def train_and_evaluate(config, workdir, init: str = "scratch", progress: bool = 
     cache = workdir / "samples.npz"
     # What the cut samples depend on; a cache cut with other settings is cut again.
     recipe = json.dumps({"data": config.data.to_dict(), "size": size, "seed": config.seed}, sort_keys=True)
-    cached = samples.load(cache) if cache.exists() else None
-    if cached is not None and cached[2] == recipe:
+    cached = samples.load(cache) if data is None and cache.exists() else None
+    if data is not None:
+        train_set, val_set = data
+        for name, part in (("train", train_set), ("val", val_set)):
+            if tuple(np.shape(part["image"])[1:]) != (size, size, 3):
+                raise ValueError(f"{name} samples are {np.shape(part['image'])[1:]}, {stage} needs {size}×{size}×3")
+    elif cached is not None and cached[2] == recipe:
         train_set, val_set = cached[:2]
     else:
         train_set, val_set = samples.build(config.data, size, config.seed)
