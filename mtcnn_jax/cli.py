@@ -15,7 +15,7 @@ import sys
 from mtcnn_jax.errors import UserError
 
 #: Sub-command modules, in the order `--help` lists them.
-COMMANDS = ("detect", "train", "evaluate", "report")
+COMMANDS = ("detect", "train", "train_cascade", "evaluate", "report", "sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:

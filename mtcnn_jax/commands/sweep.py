@@ -1,0 +1,59 @@
+"""``mtcnn-jax sweep``: train every point of a sweep's grid, then tabulate and plot.
+
+    mtcnn-jax sweep --config configs/sweeps/ohem.py[:VARIANT] --workdir DIR
+                    [--max-steps N] [--config.KEY=VALUE ...] [--no-progress]
+
+Each grid point trains in ``DIR/<key=value_...>/`` (see :mod:`mtcnn_jax.sweep`).
+Rerunning the same command skips finished runs and resumes interrupted ones from
+their checkpoints. ``DIR`` gets ``results.csv``, ``results.md`` (one row per grid
+point with the final held-out metrics), ``results.png`` (metrics against the swept
+value) and ``curves.png`` (held-out metrics against the step, per run).
+``--config.KEY=VALUE`` applies to every run (e.g. ``--config.data.root=DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "sweep",
+        help="train a grid of configs (a sweep file) and tabulate the held-out metrics",
+        description=__doc__.split("\n\n")[0],
+        epilog="Overrides for every run: --config.KEY=VALUE, e.g. --config.total_steps=300",
+    )
+    p.add_argument("--config", required=True, metavar="FILE[:ARG]",
+                   help="sweep file and variant, e.g. configs/sweeps/ohem.py:runlocal")
+    p.add_argument("--workdir", required=True, help="folder for the runs (one subfolder each) and the results")
+    p.add_argument("--max-steps", type=int, default=None, metavar="N",
+                   help="at most N training steps per run in this call (the rest on the next call)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run, config_overrides=[])
+
+    parse_known = p.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        from mtcnn_jax.config_utils import split_overrides  # noqa: PLC0415
+
+        overrides, rest = split_overrides(args or [])
+        ns, extra = parse_known(rest, namespace)
+        ns.config_overrides = list(getattr(ns, "config_overrides", [])) + overrides
+        return ns, extra
+
+    p.parse_known_args = parse_known_args
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path  # noqa: PLC0415
+
+    from mtcnn_jax import sweep  # noqa: PLC0415
+    from mtcnn_jax.errors import UserError  # noqa: PLC0415
+
+    if args.max_steps is not None and args.max_steps < 1:
+        raise UserError(f"--max-steps must be ≥ 1, got {args.max_steps}")
+    sweep.run_sweep(args.config, args.workdir, args.config_overrides, max_steps=args.max_steps,
+                    progress=not args.no_progress, log=lambda s: print(s, flush=True))
+    print((Path(args.workdir) / "results.md").read_text(), end="")
+    print(f"results: {Path(args.workdir) / 'results.csv'}, results.md, results.png, curves.png")
+    return 0

@@ -1,0 +1,408 @@
+"""Sweeps: one training run per point of a grid, a results table and plots.
+
+A sweep file (big_vision style, e.g. ``configs/sweeps/ohem.py``) holds two functions:
+
+* ``get_config(arg=None)`` — the base training config (usually one of
+  ``configs/{pnet,rnet,onet}.py`` with the variant ``arg``, so
+  ``configs/sweeps/ohem.py:runlocal`` sweeps around ``configs/onet.py:runlocal``);
+* ``sweep(arg=None)`` — the grid: a list of override dicts with dotted config
+  keys, e.g. ``[{"ohem_ratio": 1.0}, {"ohem_ratio": 0.7}]``. The first dict's key
+  order is the plots' order: the first key is the x axis, the others label curves.
+
+:func:`run_sweep` trains every point with :func:`mtcnn_jax.train.train_and_evaluate`
+in its own subfolder of the sweep's workdir, named from its overrides
+(``ohem_ratio=0.7``, ``alpha.landmarks=0_alpha.box=0.5``). A finished run leaves
+``result.json`` (its final held-out metrics) and is skipped when the sweep is run
+again; a run that was interrupted (even by SIGKILL) resumes from its latest
+checkpoint. The cut samples do not depend on the swept keys in the usual sweeps, so
+each run starts from a link to the previous run's ``samples.npz`` (the trainer
+checks the recipe stored with it and cuts again when it does not match).
+
+After every run the sweep (re)writes, in its workdir:
+
+* ``results.csv`` and ``results.md`` — one row per grid point: the swept values,
+  the status (``done`` or the step reached), the final held-out metrics;
+* ``results.png`` — each held-out metric against the first swept key (one curve
+  per value of the other keys);
+* ``curves.png`` — held-out metrics against the training step, one curve per run.
+
+The plots are drawn with :mod:`mtcnn_jax.evaluation.plots` (OpenCV, no matplotlib).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+from mtcnn_jax import config_utils
+from mtcnn_jax.errors import UserError
+
+#: Held-out metrics of :func:`mtcnn_jax.train.finish_eval`, in table order.
+METRICS = ("loss", "det", "box", "landmarks", "accuracy", "recall", "box_error", "landmark_error")
+#: The metrics drawn against the training step in ``curves.png``.
+CURVE_METRICS = ("det", "accuracy", "box_error", "landmark_error")
+RESULT = "result.json"
+
+
+class Point(NamedTuple):
+    """One grid point: its folder name, its overrides and the full config it trains."""
+
+    name: str
+    overrides: dict
+    config: Any  # ml_collections.ConfigDict
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _load_module(path: str):
+    p = Path(path)
+    if not p.is_file() and not p.is_absolute() and (config_utils.REPO / p).is_file():
+        p = config_utils.REPO / p
+    if not p.is_file():
+        raise UserError(f"sweep file not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"_mtcnn_sweep_{p.stem}", p)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for fn in ("get_config", "sweep"):
+        if not callable(getattr(module, fn, None)):
+            raise UserError(f"{path}: no {fn}(arg) function (a sweep file needs get_config and sweep)")
+    return module
+
+
+def _text(value) -> str:
+    """A value as :func:`mtcnn_jax.config_utils.apply_override` parses it back."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, tuple):
+        return repr(tuple(value))
+    return repr(value)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float) and value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def run_name(overrides: dict) -> str:
+    """Folder name of a grid point: ``key=value`` joined by ``_``, e.g. ``alpha.box=0.5_ohem_ratio=1``.
+
+    Only letters, digits and ``. = + -`` are kept (others become ``-``), so the folder
+    always lies directly inside the sweep's workdir.
+    """
+    name = "_".join(f"{k}={_fmt(v)}" for k, v in overrides.items())
+    name = re.sub(r"[^A-Za-z0-9.=+\-_]", "-", name).strip(".")
+    return name or "base"
+
+
+def load_sweep(spec: str, overrides: Sequence[tuple[str, str]] = ()) -> list[Point]:
+    """``"path/to/sweep.py[:arg]"`` → the grid points, each with its validated config.
+
+    ``overrides`` (``[(KEY, VALUE-text), ...]``, as from ``--config.KEY=VALUE``) apply
+    to every point before the point's own overrides.
+    """
+    path, _, arg = spec.partition(":")
+    module = _load_module(path)
+    try:
+        grid = module.sweep(arg or None)
+    except ValueError as err:
+        raise UserError(f"{spec}: {str(err).splitlines()[0]}") from None
+    if not isinstance(grid, (list, tuple)) or not grid or not all(isinstance(g, dict) and g for g in grid):
+        raise UserError(f"{spec}: sweep() must return a non-empty list of non-empty override dicts")
+    points, seen = [], {}
+    for overrides_of_point in grid:
+        try:
+            config = module.get_config(arg or None)
+        except ValueError as err:
+            raise UserError(f"{spec}: {str(err).splitlines()[0]}") from None
+        for key, text in overrides:
+            config_utils.apply_override(config, key, text)
+        for key, value in overrides_of_point.items():
+            config_utils.apply_override(config, str(key), _text(value))
+        config_utils.validate(config)
+        name = run_name(overrides_of_point)
+        if name in seen:
+            raise UserError(f"{spec}: two grid points share the folder name {name!r}")
+        seen[name] = True
+        points.append(Point(name, dict(overrides_of_point), config))
+    return points
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _config_json(config) -> Any:
+    return json.loads(config.to_json())
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_result(rundir: Path) -> Optional[dict]:
+    """The ``result.json`` of a finished run, or None."""
+    try:
+        return json.loads((Path(rundir) / RESULT).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _check_same_run(point: Point, rundir: Path) -> None:
+    """Refuse to resume or skip a folder that holds a run of another config."""
+    try:
+        previous = json.loads((rundir / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    if previous != _config_json(point.config):
+        raise UserError(
+            f"{rundir} holds a run with another config (grid, variant or --config overrides changed): "
+            "use another --workdir or remove that folder"
+        )
+
+
+def _share_samples(workdir: Path, rundir: Path, names: Sequence[str]) -> None:
+    """Start ``rundir`` with a link to another run's cut samples (checked by the trainer)."""
+    target = rundir / "samples.npz"
+    if target.exists():
+        return
+    for name in names:
+        source = workdir / name / "samples.npz"
+        if source.is_file() and source.parent != rundir:
+            rundir.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:
+                import shutil  # noqa: PLC0415
+
+                shutil.copyfile(source, target)
+            return
+
+
+def run_sweep(
+    spec: str,
+    workdir,
+    overrides: Sequence[tuple[str, str]] = (),
+    max_steps: Optional[int] = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Train every grid point of ``spec`` under ``workdir``; returns the table rows.
+
+    Finished runs (``<run>/result.json`` with the same config) are skipped;
+    interrupted ones resume from their checkpoints. ``max_steps`` caps the steps each
+    run takes in this call (a run stopped by it stays unfinished and resumes later).
+    The results files are rewritten after every run (:func:`write_results`).
+    """
+    from mtcnn_jax import train  # noqa: PLC0415 (jax)
+
+    points = load_sweep(spec, overrides)
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "sweep.json").write_text(
+        json.dumps({"spec": spec, "overrides": [list(o) for o in overrides],
+                    "grid": [p.overrides for p in points]}, indent=2) + "\n"
+    )
+    names = [p.name for p in points]
+    for i, point in enumerate(points):
+        rundir = workdir / point.name
+        _check_same_run(point, rundir)
+        result = read_result(rundir)
+        if result is not None and result.get("config") == _config_json(point.config):
+            log(f"[{i + 1}/{len(points)}] {point.name}: finished before, skipped")
+            continue
+        log(f"[{i + 1}/{len(points)}] {point.name}: training")
+        _share_samples(workdir, rundir, names[:i][::-1] + names[i + 1 :])
+        t0 = time.time()
+        try:
+            state, metrics = train.train_and_evaluate(point.config, rundir, progress=progress, max_steps=max_steps)
+        except ValueError as err:
+            raise UserError(f"{point.name}: {str(err).splitlines()[0]}") from None
+        step = int(state.step)
+        if step >= point.config.total_steps:
+            _write_json(rundir / RESULT, {
+                "name": point.name, "overrides": point.overrides, "step": step,
+                "metrics": {k: float(metrics[k]) for k in METRICS},
+                "seconds": round(time.time() - t0, 1), "config": _config_json(point.config),
+            })
+            log(f"[{i + 1}/{len(points)}] {point.name}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in METRICS))
+        else:
+            log(f"[{i + 1}/{len(points)}] {point.name}: stopped at step {step} of {point.config.total_steps}")
+        write_results(workdir, points)
+    return write_results(workdir, points)
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def _last_step(rundir: Path) -> int:
+    ckpts = rundir / "checkpoints"
+    steps = [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()] if ckpts.is_dir() else []
+    return max(steps, default=0)
+
+
+def collect(workdir, points: Sequence[Point]) -> list[dict]:
+    """One row per grid point: ``run``, the swept values, ``status``, ``step``, the metrics
+    (None where the run has not finished)."""
+    workdir = Path(workdir)
+    rows = []
+    for p in points:
+        result = read_result(workdir / p.name)
+        done = result is not None and result.get("config") == _config_json(p.config)
+        row = {"run": p.name, **p.overrides}
+        row["status"] = "done" if done else ("not started" if not (workdir / p.name).exists() else "unfinished")
+        row["step"] = result["step"] if done else _last_step(workdir / p.name)
+        for k in METRICS:
+            row[k] = result["metrics"][k] if done else None
+        rows.append(row)
+    return rows
+
+
+def swept_keys(points: Sequence[Point]) -> list[str]:
+    keys = []
+    for p in points:
+        keys += [k for k in p.overrides if k not in keys]
+    return keys
+
+
+def to_markdown(rows: Sequence[dict], keys: Sequence[str]) -> str:
+    cols = ["run", *keys, "status", "step", *METRICS]
+    cell = lambda v: "" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: Sequence[dict], keys: Sequence[str]) -> str:
+    cols = ["run", *keys, "status", "step", *METRICS]
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        w.writerow(["" if r.get(c) is None else (repr(r[c]) if isinstance(r[c], float) else r[c]) for c in cols])
+    return out.getvalue()
+
+
+def _range(values: Sequence[float]) -> tuple:
+    lo, hi = float(np.min(values)), float(np.max(values))
+    pad = 0.08 * (hi - lo) if hi > lo else max(abs(hi) * 0.1, 1e-3)
+    return lo - pad, hi + pad
+
+
+def _tile(images: Sequence[np.ndarray], columns: int) -> np.ndarray:
+    h, w = images[0].shape[:2]
+    rows = math.ceil(len(images) / columns)
+    canvas = np.full((rows * h, columns * w, 3), 255, np.uint8)
+    for k, img in enumerate(images):
+        r, c = divmod(k, columns)
+        canvas[r * h : (r + 1) * h, c * w : (c + 1) * w] = img
+    return canvas
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "replace").decode()
+
+
+def results_plot(rows: Sequence[dict], keys: Sequence[str], metrics: Sequence[str] = METRICS,
+                 panel: tuple = (400, 300)) -> Optional[np.ndarray]:
+    """Each metric of the finished rows against ``keys[0]`` (one curve per value of the
+    other keys), panels tiled 4 per row. uint8 RGB, or None when nothing has finished."""
+    from mtcnn_jax.evaluation import plots  # noqa: PLC0415
+
+    done = [r for r in rows if r["status"] == "done"]
+    if not done:
+        return None
+    xkey, others = keys[0], list(keys[1:])
+    numeric = all(isinstance(r[xkey], (int, float)) and not isinstance(r[xkey], bool) for r in done)
+    categories = list(dict.fromkeys(str(r[xkey]) for r in done))  # x positions when not numeric
+    series: dict = {}
+    for r in done:
+        series.setdefault(tuple(r.get(k) for k in others), []).append(r)
+    images = []
+    for m in metrics:
+        curves = []
+        for label, rs in series.items():
+            rs = sorted(rs, key=lambda r: r[xkey]) if numeric else rs
+            x = np.array([float(r[xkey]) if numeric else categories.index(str(r[xkey])) for r in rs], float)
+            y = np.array([r[m] for r in rs], float)
+            text = ", ".join(f"{k}={_fmt(v)}" for k, v in zip(others, label))
+            curves.append(plots.Curve(_ascii(text), x, y))
+        ys = np.concatenate([c.y for c in curves])
+        xs = np.concatenate([c.x for c in curves])
+        images.append(plots.line_plot(
+            curves, title=f"val {m}", xlabel=_ascii(xkey), ylabel=m, xlim=_range(xs), ylim=_range(ys),
+            size=panel, legend="upper right",
+        ))
+    return _tile(images, min(4, len(images)))
+
+
+def read_metrics(rundir, split: str = "val") -> list[dict]:
+    """The ``split`` lines of a run's ``metrics.jsonl`` (a line cut short by a kill is skipped)."""
+    out = []
+    try:
+        text = (Path(rundir) / "metrics.jsonl").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("split") == split:
+            out.append(rec)
+    return out
+
+
+def curves_plot(workdir, names: Sequence[str], metrics: Sequence[str] = CURVE_METRICS,
+                panel: tuple = (400, 300)) -> Optional[np.ndarray]:
+    """Held-out metrics against the training step, one curve per run (from each run's
+    ``metrics.jsonl``); uint8 RGB, or None when no run has logged yet."""
+    from mtcnn_jax.evaluation import plots  # noqa: PLC0415
+
+    logs = {n: read_metrics(Path(workdir) / n) for n in names}
+    logs = {n: v for n, v in logs.items() if v}
+    if not logs:
+        return None
+    images = []
+    for m in metrics:
+        curves = [plots.Curve(_ascii(n), np.array([r["step"] for r in v], float), np.array([r[m] for r in v], float))
+                  for n, v in logs.items()]
+        xs = np.concatenate([c.x for c in curves])
+        ys = np.concatenate([c.y for c in curves])
+        images.append(plots.line_plot(curves, title=f"val {m}", xlabel="step", ylabel=m,
+                                      xlim=_range(xs), ylim=_range(ys), size=panel, legend="upper right"))
+    return _tile(images, min(4, len(images)))
+
+
+def write_results(workdir, points: Sequence[Point]) -> list[dict]:
+    """Write ``results.csv``, ``results.md``, ``results.png`` and ``curves.png``; return the rows."""
+    from mtcnn_jax.evaluation import plots  # noqa: PLC0415
+
+    workdir = Path(workdir)
+    rows = collect(workdir, points)
+    keys = swept_keys(points)
+    for name, text in (("results.csv", to_csv(rows, keys)), ("results.md", to_markdown(rows, keys))):
+        tmp = workdir / (name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, workdir / name)
+    for name, img in (("results.png", results_plot(rows, keys)),
+                      ("curves.png", curves_plot(workdir, [p.name for p in points]))):
+        if img is not None:
+            tmp = workdir / (name + ".tmp")
+            tmp.write_bytes(plots.encode_png(img))
+            os.replace(tmp, workdir / name)
+    return rows

@@ -1,0 +1,188 @@
+"""Sweeps (mtcnn_jax.sweep, ``mtcnn-jax sweep``): grid files, the table, resuming after SIGKILL."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+from mtcnn_jax import cli, sweep
+from mtcnn_jax.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A tiny grid: P-Net runlocal on 20 WIDER images + 100 landmark faces, 300 steps, with
+# and without OHEM. About 5 s of training per point on 2 CPU cores.
+TINY = textwrap.dedent(
+    """
+    from mtcnn_jax import config_utils
+
+    def get_config(arg=None):
+        c = config_utils.load_config("configs/pnet.py:runlocal")
+        c.data.wider_images, c.data.landmark_faces = 20, 100
+        c.total_steps, c.checkpoint_every, c.eval_every, c.log_every = 300, 50, 150, 50
+        return c
+
+    def sweep(arg=None):
+        return [{"ohem_ratio": 1.0}, {"ohem_ratio": 0.7}]
+    """
+)
+STEPS = 300
+NAMES = ["ohem_ratio=1", "ohem_ratio=0.7"]
+
+
+def _metrics(rundir, split="val"):
+    lines = (Path(rundir) / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["split"] == split]
+
+
+def _csv(workdir):
+    with open(Path(workdir) / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sweepfile") / "tiny.py"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def straight(tiny, data_dir, tmp_path_factory):
+    """The tiny sweep run once, uninterrupted, in this process."""
+    workdir = tmp_path_factory.mktemp("straight")
+    log = []
+    t0 = time.time()
+    rows = sweep.run_sweep(str(tiny), workdir, [("data.root", str(data_dir))], progress=False, log=log.append)
+    return workdir, rows, log, time.time() - t0
+
+
+# ----------------------------------------------------------------------------- the shipped grids
+
+
+def test_shipped_sweeps_load_and_name_their_commands():
+    ohem = sweep.load_sweep("configs/sweeps/ohem.py:runlocal")
+    assert [p.config.ohem_ratio for p in ohem] == [1.0, 0.9, 0.7, 0.5]
+    assert all(p.config.stage == "onet" and p.config.total_steps == 150 for p in ohem)
+    alpha = sweep.load_sweep("configs/sweeps/alpha.py:runlocal")
+    pairs = {(p.config.alpha.landmarks, p.config.alpha.box) for p in alpha}
+    assert len(pairs) == len(alpha) == 6
+    assert {lm for lm, _ in pairs} >= {0.0, 1.0} and len({b for _, b in pairs}) == 2
+    assert all(p.config.alpha.det == 1.0 and p.config.ohem_ratio == 0.7 for p in alpha)
+    full = sweep.load_sweep("configs/sweeps/ohem.py")  # the full variant names configs/onet.py itself
+    assert full[0].config.total_steps == 20_000
+    for name in ("ohem", "alpha"):
+        doc = (REPO / "configs" / "sweeps" / f"{name}.py").read_text()
+        assert f"mtcnn-jax sweep --config configs/sweeps/{name}.py:runlocal --workdir" in doc
+    assert "sweep" in cli.build_parser().format_help()
+
+
+def test_run_names_stay_inside_the_workdir():
+    assert sweep.run_name({"alpha.landmarks": 0.0, "alpha.box": 0.5}) == "alpha.landmarks=0_alpha.box=0.5"
+    assert sweep.run_name({"data.root": "../../etc"}) == "data.root=..-..-etc"
+    assert "/" not in sweep.run_name({"a/b": "/x/y"})
+
+
+def test_bad_grids_are_user_errors(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text(TINY.replace('{"ohem_ratio": 0.7}', '{"ohem_rate": 0.7}'))
+    with pytest.raises(UserError, match="ohem_rate"):
+        sweep.load_sweep(str(bad))
+    bad.write_text(TINY.replace('{"ohem_ratio": 0.7}', '{"ohem_ratio": 1.0}'))
+    with pytest.raises(UserError, match="share the folder name"):
+        sweep.load_sweep(str(bad))
+    bad.write_text(TINY.replace("def sweep(arg=None)", "def grid(arg=None)"))
+    with pytest.raises(UserError, match="sweep"):
+        sweep.load_sweep(str(bad))
+
+
+# ----------------------------------------------------------------------------- acceptance: the real loop
+
+
+def test_tiny_sweep_writes_one_row_per_point_with_the_final_metrics(straight):
+    workdir, rows, log, elapsed = straight
+    assert [r["run"] for r in rows] == NAMES
+    table = _csv(workdir)
+    assert [r["run"] for r in table] == NAMES
+    assert [float(r["ohem_ratio"]) for r in table] == [1.0, 0.7]
+    for row in table:
+        assert row["status"] == "done" and int(row["step"]) == STEPS
+        final = _metrics(workdir / row["run"])[-1]  # the held-out eval at the last step
+        assert final["step"] == STEPS
+        for k in sweep.METRICS:
+            assert float(row[k]) == pytest.approx(final[k], rel=1e-12), k
+        assert 0.5 < float(row["accuracy"]) <= 1.0  # trained, not chance
+    # The two points trained differently (OHEM on/off), from the same cut samples.
+    assert table[0]["loss"] != table[1]["loss"]
+    assert os.path.samefile(workdir / NAMES[0] / "samples.npz", workdir / NAMES[1] / "samples.npz")
+    md = (workdir / "results.md").read_text().splitlines()
+    assert len(md) == 2 + len(NAMES) and md[0].startswith("| run | ohem_ratio | status | step | loss")
+    for name in ("results.png", "curves.png"):
+        img = cv2.imread(str(workdir / name))
+        assert img is not None and img.shape[0] >= 300 and img.shape[1] >= 400, name
+    assert elapsed < 180, elapsed  # about 20 s of CPU time; the rest is waiting on a shared machine
+
+
+def test_finished_sweep_is_skipped_and_a_changed_grid_refused(straight, tiny, data_dir):
+    workdir, rows, _, _ = straight
+    log = []
+    again = sweep.run_sweep(str(tiny), workdir, [("data.root", str(data_dir))], progress=False, log=log.append)
+    assert again == rows
+    assert [line.endswith("finished before, skipped") for line in log] == [True, True]
+    with pytest.raises(UserError, match="another config"):
+        sweep.run_sweep(str(tiny), workdir, [("data.root", str(data_dir)), ("total_steps", "400")],
+                        progress=False, log=log.append)
+
+
+def test_sigkill_mid_sweep_then_rerun_skips_finished_resumes_and_matches(straight, tiny, data_dir, tmp_path):
+    workdir = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "mtcnn_jax.cli", "sweep", "--config", str(tiny), "--workdir", str(workdir),
+           "--no-progress", f"--config.data.root={data_dir}"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    second = workdir / NAMES[1] / "checkpoints"
+    deadline = time.time() + 120
+    try:
+        # Kill once the first point has finished and the second has a checkpoint.
+        while time.time() < deadline and proc.poll() is None:
+            steps = [int(p.name) for p in second.glob("*") if p.name.isdigit()] if second.exists() else []
+            if steps and (workdir / NAMES[0] / "result.json").exists():
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the sweep ended before it could be killed: " + proc.stderr.read().decode()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    first_result = (workdir / NAMES[0] / "result.json").stat().st_mtime_ns
+    assert not (workdir / NAMES[1] / "result.json").exists()
+    last = max(int(p.name) for p in second.glob("*") if p.name.isdigit())
+    assert 0 < last < STEPS
+
+    log = []
+    rows = sweep.run_sweep(str(tiny), workdir, [("data.root", str(data_dir))], progress=False, log=log.append)
+    # The finished point was skipped, untouched; the interrupted one resumed from its checkpoint
+    # (a restart from step 0 would have logged a second untrained eval at step 0).
+    assert log[0] == f"[1/2] {NAMES[0]}: finished before, skipped"
+    assert (workdir / NAMES[0] / "result.json").stat().st_mtime_ns == first_result
+    val = _metrics(workdir / NAMES[1])
+    assert [r["step"] for r in val] == [0, 150, 300]
+    assert [r["step"] for r in _metrics(workdir / NAMES[1], "train")] == list(range(50, STEPS + 1, 50))
+    # Same table as the uninterrupted sweep (training is deterministic and resumes exactly).
+    assert [r["status"] for r in rows] == ["done", "done"]
+    straight_rows = straight[1]
+    for a, b in zip(rows, straight_rows):
+        for k in sweep.METRICS:
+            assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-7), (a["run"], k)
+    assert _csv(workdir) == _csv(straight[0])
