@@ -212,12 +212,19 @@ class _Piece(NamedTuple):
 
 
 def _cut_level(index: int, hs: int, ws: int, tile: int) -> List[_Piece]:
-    """Pieces of an ``hs × ws`` level: windows start at even offsets ≤ size - 12, each in one piece."""
+    """Pieces of an ``hs × ws`` level, so that each output cell's window lies in exactly one piece.
+
+    Windows start at even offsets up to ``2 * (h' - 1)``, which is ``size - 12``
+    for an even size and ``size - 11`` for an odd one (the last, partial pooling
+    window reaches one pixel past the level). A piece at offset ``o`` holds the
+    windows starting at ``o .. o + tile - 12``; the next piece starts ``tile - 10`` later.
+    """
     step = tile - 10
+    oh, ow = pnet_output_size(hs, ws)
     return [
         _Piece(index, y, x, min(tile, hs - y), min(tile, ws - x))
-        for y in range(0, hs - pyramid.CELL + 1, step)
-        for x in range(0, ws - pyramid.CELL + 1, step)
+        for y in range(0, 2 * (oh - 1) + 1, step)
+        for x in range(0, 2 * (ow - 1) + 1, step)
     ]
 
 
