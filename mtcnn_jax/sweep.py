@@ -317,6 +317,11 @@ def _ascii(text: str) -> str:
     return text.encode("ascii", "replace").decode()
 
 
+def _legend(metric: str) -> str:
+    """Legend corner: away from where the curves of ``metric`` usually end up."""
+    return "lower right" if metric in ("accuracy", "recall") else "upper right"
+
+
 def results_plot(rows: Sequence[dict], keys: Sequence[str], metrics: Sequence[str] = METRICS,
                  panel: tuple = (400, 300)) -> Optional[np.ndarray]:
     """Each metric of the finished rows against ``keys[0]`` (one curve per value of the
@@ -345,7 +350,7 @@ def results_plot(rows: Sequence[dict], keys: Sequence[str], metrics: Sequence[st
         xs = np.concatenate([c.x for c in curves])
         images.append(plots.line_plot(
             curves, title=f"val {m}", xlabel=_ascii(xkey), ylabel=m, xlim=_range(xs), ylim=_range(ys),
-            size=panel, legend="upper right",
+            size=panel, legend=_legend(m),
         ))
     return _tile(images, min(4, len(images)))
 
@@ -384,7 +389,7 @@ def curves_plot(workdir, names: Sequence[str], metrics: Sequence[str] = CURVE_ME
         xs = np.concatenate([c.x for c in curves])
         ys = np.concatenate([c.y for c in curves])
         images.append(plots.line_plot(curves, title=f"val {m}", xlabel="step", ylabel=m,
-                                      xlim=_range(xs), ylim=_range(ys), size=panel, legend="upper right"))
+                                      xlim=_range(xs), ylim=_range(ys), size=panel, legend=_legend(m)))
     return _tile(images, min(4, len(images)))
 
 
