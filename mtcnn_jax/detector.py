@@ -252,27 +252,98 @@ def _pnet_levels(params, levels: Sequence[np.ndarray], tile: int = 0, per_call: 
     Equal, up to float rounding, to running :class:`mtcnn_jax.models.PNet` on
     each level alone (tested against :func:`_pnet_forward`).
     """
+    return _pnet_stream(params, [lv.shape[:2] for lv in levels], levels.__getitem__, tile, per_call)
+
+
+def _pnet_stream(params, sizes: Sequence[Tuple[int, int]], make_level, tile: int = 0, per_call: int = 0):
+    """:func:`_pnet_levels` for levels made on demand: ``make_level(i)`` → uint8[h_i, w_i, 3], called in order.
+
+    The packing needs only the sizes, so tiles are dispatched as soon as the
+    levels they hold exist: the device runs P-Net on the first levels while the
+    host is still resizing the next ones.
+    """
     tile = tile or PNET_TILE
     per_call = per_call or PNET_TILES_PER_CALL
-    pieces = [p for i, lv in enumerate(levels) for p in _cut_level(i, lv.shape[0], lv.shape[1], tile)]
+    pieces = [p for i, (h, w) in enumerate(sizes) for p in _cut_level(i, h, w, tile)]
     place = _pack_pieces(pieces, tile)
     n_tiles = max((t for t, _, _ in place), default=-1) + 1
-    n_alloc = -(-n_tiles // per_call) * per_call
-    tiles = np.zeros((n_alloc, tile, tile, 3), np.uint8)
-    mask = np.zeros((n_alloc, tile - 2, tile - 2), bool)
+    need = [-1] * n_tiles  # the last level each tile holds a piece of
+    held: List[list] = [[] for _ in range(n_tiles)]
     for p, (t, y, x) in zip(pieces, place):
-        tiles[t, y : y + p.h, x : x + p.w] = levels[p.level][p.y0 : p.y0 + p.h, p.x0 : p.x0 + p.w]
-        mask[t, y : y + p.h - 2, x : x + p.w - 2] = True
-    pending = [_pnet_tiles(params, tiles[s : s + per_call], mask[s : s + per_call]) for s in range(0, n_alloc, per_call)]
-    out = np.concatenate([np.asarray(r) for r in pending]) if pending else None
+        need[t] = max(need[t], p.level)
+        held[t].append((p, y, x))
+    order = sorted(range(n_tiles), key=lambda t: (need[t], t))
+    levels: list = [None] * len(sizes)
+    pending, done = [], 0
+
+    def dispatch(ids):
+        tiles = np.zeros((per_call, tile, tile, 3), np.uint8)
+        mask = np.zeros((per_call, tile - 2, tile - 2), bool)
+        for j, t in enumerate(ids):
+            for p, y, x in held[t]:
+                tiles[j, y : y + p.h, x : x + p.w] = levels[p.level][p.y0 : p.y0 + p.h, p.x0 : p.x0 + p.w]
+                mask[j, y : y + p.h - 2, x : x + p.w - 2] = True
+        pending.append((ids, _pnet_tiles(params, tiles, mask)))
+
+    for i in range(len(sizes)):
+        levels[i] = make_level(i)
+        ready = done
+        while ready < n_tiles and need[order[ready]] <= i:
+            ready += 1
+        while ready - done >= per_call or (i == len(sizes) - 1 and done < ready):
+            dispatch(order[done : done + per_call])
+            done += len(order[done : done + per_call])
+    out: list = [None] * n_tiles
+    for ids, result in pending:
+        result = np.asarray(result)
+        for j, t in enumerate(ids):
+            out[t] = result[j]
     maps = []
-    for lv in levels:
-        oh, ow = pnet_output_size(lv.shape[0], lv.shape[1])
-        maps.append(np.zeros((oh, ow, 5), np.float32))
+    for h, w in sizes:
+        oh, ow = pnet_output_size(h, w)
+        maps.append(np.zeros((max(oh, 0), max(ow, 0), 5), np.float32))
     for p, (t, y, x) in zip(pieces, place):
         oh, ow = pnet_output_size(p.h, p.w)
-        maps[p.level][p.y0 // 2 : p.y0 // 2 + oh, p.x0 // 2 : p.x0 // 2 + ow] = out[t, y // 2 : y // 2 + oh, x // 2 : x // 2 + ow]
+        maps[p.level][p.y0 // 2 : p.y0 // 2 + oh, p.x0 // 2 : p.x0 // 2 + ow] = out[t][y // 2 : y // 2 + oh, x // 2 : x // 2 + ow]
     return [(m[..., 0], m[..., 1:]) for m in maps]
+
+
+def _run_crops(fn, params, images, boxes_list, size: int, method: str, batch: int, mirrored: bool = False):
+    """Crop network ``fn`` on the ``size × size`` crops of ``boxes_list[k]`` (0-based inclusive) in ``images[k]``.
+
+    Crops are cut straight into fixed batches of ``batch`` (the last zero-padded),
+    and each batch is dispatched as soon as it is full, so the device computes
+    while the host cuts the next one. Returns the outputs for all boxes in order
+    (cut back to their number), or ``None`` when there are none. ``mirrored``:
+    also run ``fn`` on the horizontally mirrored crops; returns ``(plain, mirrored)``.
+    """
+    pending, mirror_pending = [], []
+    buf, fill = None, 0
+    total = 0
+    for image, boxes in zip(images, boxes_list):
+        at = 0
+        while at < len(boxes):
+            if buf is None:
+                buf, fill = np.zeros((batch, size, size, 3), np.uint8), 0
+            take = min(batch - fill, len(boxes) - at)
+            buf[fill : fill + take] = bx.crop_and_resize(image, boxes[at : at + take], size, method)
+            fill, at, total = fill + take, at + take, total + take
+            if fill == batch:
+                pending.append(fn(params, buf))
+                if mirrored:
+                    mirror_pending.append(fn(params, np.ascontiguousarray(buf[:, :, ::-1])))
+                buf = None
+    if buf is not None:
+        pending.append(fn(params, buf))
+        if mirrored:
+            mirror_pending.append(fn(params, np.ascontiguousarray(buf[:, :, ::-1])))
+    if not pending:
+        return None
+
+    def gather(results):
+        return [np.concatenate([np.asarray(r[i]) for r in results])[:total] for i in range(len(results[0]))]
+
+    return (gather(pending), gather(mirror_pending)) if mirrored else gather(pending)
 
 
 # ---------------------------------------------------------------------------
@@ -461,14 +532,18 @@ class MTCNN:
     # -- the stages over a group of images ------------------------------------
 
     def _proposals(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
-        levels, owner = [], []  # every pyramid level of every image, and (image, scale) for each
+        sizes, owner = [], []  # every pyramid level of every image, and (image, scale) for each
         for k, image in enumerate(images):
             h, w = image.shape[:2]
             for s in pyramid.scales(h, w, self.min_face_size, self.factor):
-                levels.append(pyramid.resize(image, pyramid.level_size(h, w, s), self.resize))
+                sizes.append(pyramid.level_size(h, w, s))
                 owner.append((k, s))
+
+        def make_level(i):
+            return pyramid.resize(images[owner[i][0]], sizes[i], self.resize)
+
         found: List[list] = [[] for _ in images]
-        for (k, s), (prob, reg) in zip(owner, _pnet_levels(self.params["pnet"], levels)):
+        for (k, s), (prob, reg) in zip(owner, _pnet_stream(self.params["pnet"], sizes, make_level)):
             rows, cols = np.nonzero(prob >= self.thresholds[0])
             if rows.size == 0:
                 continue
@@ -498,8 +573,7 @@ class MTCNN:
         return out
 
     def _refine(self, images: Sequence[np.ndarray], cands: Sequence[np.ndarray]) -> List[np.ndarray]:
-        crops = [bx.crop_and_resize(im, c[:, :4] - 1, 24, self.resize) for im, c in zip(images, cands) if len(c)]
-        res = _run_batched(_rnet_forward, self.params["rnet"], np.concatenate(crops), RNET_BATCH) if crops else None
+        res = _run_crops(_rnet_forward, self.params["rnet"], images, [c[:, :4] - 1 for c in cands], 24, self.resize, RNET_BATCH)
         out, at = [], 0
         for cand in cands:
             if len(cand) == 0:
@@ -519,14 +593,11 @@ class MTCNN:
 
     def _output(self, images: Sequence[np.ndarray], cands: Sequence[np.ndarray]) -> List[Faces]:
         fixed = [np.fix(c[:, :4]) for c in cands]
-        crops = [bx.crop_and_resize(im, b - 1, 48, self.resize) for im, b in zip(images, fixed) if len(b)]
-        res = None
-        if crops:
-            crops = np.concatenate(crops)
-            res = _run_batched(_onet_forward, self.params["onet"], crops, ONET_BATCH)
-            if self.flip_landmarks:
-                mirrored = _run_batched(_onet_forward, self.params["onet"], np.ascontiguousarray(crops[:, :, ::-1]), ONET_BATCH)
-                res[2] = 0.5 * (res[2] + _unflip_landmarks(mirrored[2]))
+        boxes = [b - 1 for b in fixed]
+        res = _run_crops(_onet_forward, self.params["onet"], images, boxes, 48, self.resize, ONET_BATCH, self.flip_landmarks)
+        if res is not None and self.flip_landmarks:
+            res, mirrored = res
+            res[2] = 0.5 * (res[2] + _unflip_landmarks(mirrored[2]))
         out, at = [], 0
         for b in fixed:
             if len(b) == 0:
