@@ -229,20 +229,31 @@ def _cut_level(index: int, hs: int, ws: int, tile: int) -> List[_Piece]:
 
 
 def _pack_pieces(pieces: Sequence[_Piece], tile: int) -> List[Tuple[int, int, int]]:
-    """Shelf packing (next fit, by decreasing height): ``(tile index, y, x)`` for each piece, all even."""
+    """Shelf packing, first fit by decreasing height: ``(tile index, y, x)`` for each piece, all even.
+
+    Each piece goes on the first shelf (of any tile) tall enough with room left,
+    else on a new shelf in the first tile with height left, else in a new tile.
+    """
     even = lambda n: n + (n & 1)  # noqa: E731
     order = sorted(range(len(pieces)), key=lambda i: (-pieces[i].h, -pieces[i].w))
-    place = [None] * len(pieces)
-    t, y, x, shelf = -1, tile, tile, 0
+    place: list = [None] * len(pieces)
+    shelves: List[list] = []  # [tile, y, height, x cursor]
+    tile_top: List[int] = []  # height used in each tile
     for i in order:
-        ph, pw = pieces[i].h, pieces[i].w
-        if x + pw > tile:  # next shelf
-            y, x, shelf = y + shelf, 0, 0
-        if y + ph > tile:  # next tile
-            t, y, x, shelf = t + 1, 0, 0, 0
-        place[i] = (t, y, x)
-        x += even(pw)
-        shelf = max(shelf, even(ph))
+        h, w = pieces[i].h, pieces[i].w
+        for shelf in shelves:
+            if shelf[2] >= h and shelf[3] + w <= tile:
+                break
+        else:
+            t = next((k for k, top in enumerate(tile_top) if top + h <= tile), None)
+            if t is None:
+                t = len(tile_top)
+                tile_top.append(0)
+            shelf = [t, tile_top[t], min(even(h), tile - tile_top[t]), 0]
+            tile_top[t] += even(h)
+            shelves.append(shelf)
+        place[i] = (shelf[0], shelf[1], shelf[3])
+        shelf[3] += even(w)
     return place
 
 
