@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/speed.py                      # everything (~10 min on 2 cores)
     .venv/bin/python benchmarks/speed.py --quick              # 60 WIDER images, 200-image stream
-    .venv/bin/python benchmarks/speed.py --facenet-python /tmp/fvenv/bin/python
+    .venv/bin/python benchmarks/speed.py --facenet-python /tmp/fvenv/bin/python --facenet-threads 1
 
 What it measures (medians; the load average is printed beside each block, since
 timings on a shared machine are only comparable within one run):
@@ -106,6 +106,8 @@ def rgb(p):
 if args["peer"] == "facenet":
     import torch
     from facenet_pytorch import MTCNN
+    if args.get("threads"):
+        torch.set_num_threads(int(args["threads"]))
     det = MTCNN(keep_all=True, device="cpu")  # defaults: min face 20, factor 0.709, 0.6/0.7/0.7
     run = lambda im: det.detect(im)
     version = "facenet-pytorch (torch %s, %d threads)" % (torch.__version__, torch.get_num_threads())
@@ -172,7 +174,7 @@ NMS_STUB = {
 }
 
 
-def run_peer(peer: str, python: str, portrait_paths: dict, wider_paths: list, repeats: int, tmp: Path):
+def run_peer(peer: str, python: str, portrait_paths: dict, wider_paths: list, repeats: int, tmp: Path, threads: int = 0):
     """Run a peer in ``python``; returns (result dict, note) or (None, reason)."""
     module = "facenet_pytorch" if peer == "facenet" else "mtcnn"
     env = dict(os.environ)
@@ -189,7 +191,7 @@ def run_peer(peer: str, python: str, portrait_paths: dict, wider_paths: list, re
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["?"])[-1]
         return None, f"skipped: {python} cannot import {module} ({last})"
-    args = json.dumps({"peer": peer, "portraits": portrait_paths, "wider": wider_paths, "repeats": repeats})
+    args = json.dumps({"peer": peer, "portraits": portrait_paths, "wider": wider_paths, "repeats": repeats, "threads": threads})
     out = subprocess.run([python, "-c", PEER_CODE, args], capture_output=True, text=True, env=env)
     lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
     if out.returncode != 0 or not lines:
@@ -269,6 +271,8 @@ def main(argv=None) -> int:
     ap.add_argument("--facenet-python", default=sys.executable)
     ap.add_argument("--ipazc-python", default=sys.executable)
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--facenet-threads", default="",
+                    help="comma-separated torch thread counts to run facenet-pytorch with besides its default, e.g. 1")
     ap.add_argument("--quick", action="store_true", help="--wider-limit 60 --stream 200 --repeats 7")
     ap.add_argument("--json", help="also write the numbers here")
     args = ap.parse_args(argv)
@@ -339,11 +343,14 @@ def main(argv=None) -> int:
 
     peers = {}
     if not args.no_peers:
-        for peer, python in (("facenet", args.facenet_python), ("ipazc", args.ipazc_python)):
+        runs = [("facenet", "facenet", args.facenet_python, 0)]
+        runs += [(f"facenet {n}t", "facenet", args.facenet_python, int(n)) for n in args.facenet_threads.split(",") if n.strip()]
+        runs += [("ipazc", "ipazc", args.ipazc_python, 0)]
+        for label, peer, python, threads in runs:
             t = time.perf_counter()
-            res, note = run_peer(peer, python, portrait_paths, wider_paths, args.repeats, tmp)
-            peers[peer] = {"result": res, "note": note}
-            print(f"{peer}: {note or 'ok'} ({time.perf_counter() - t:.0f} s, {load_avg()})", flush=True)
+            res, note = run_peer(peer, python, portrait_paths, wider_paths, args.repeats, tmp, threads)
+            peers[label] = {"result": res, "note": note}
+            print(f"{label}: {note or 'ok'} ({time.perf_counter() - t:.0f} s, {load_avg()})", flush=True)
     results["peers"] = peers
 
     if args.stream:
