@@ -6,6 +6,16 @@ jitted on the default JAX device, box arithmetic runs on the host in NumPy
 inclusive 1-based convention; what it returns is converted to half-open 0-based
 pixels (see :class:`Faces`).
 
+How it is shaped for speed (see ``benchmarks/speed_README.md`` for the numbers):
+every pyramid level of every image in a group is cut into pieces of at most
+128×128 pixels overlapping by 10 (P-Net's window minus its stride) and packed into
+128×128 tiles, which P-Net runs 4 at a time, bit-identical to the whole level; R-Net
+and O-Net run fixed batches of 32 and 16 crops cut straight into place. So any
+stream of image sizes compiles the same three programs (:func:`compiled_programs`),
+which JAX's persistent cache keeps across processes (:mod:`mtcnn_jax.compilation`),
+and work is dispatched as soon as it is ready, so the host resizes and crops
+while XLA computes. NMS compares only boxes that intersect (:func:`mtcnn_jax.boxes.nms`).
+
 Usage::
 
     from mtcnn_jax import MTCNN, load_image
