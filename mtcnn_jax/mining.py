@@ -70,6 +70,7 @@ class MiningSummary:
     proposals: int = 0
     counts: dict = dataclasses.field(default_factory=lambda: {"negative": 0, "positive": 0, "part": 0})
     negatives_dropped: int = 0  # negatives over the per-image cap
+    random_windows: int = 0  # optional random windows added (random_crops_per_face)
     skipped_images: list = dataclasses.field(default_factory=list)  # "path (gt:line): reason"
     skipped_lines: list = dataclasses.field(default_factory=list)  # "gt file:line: reason"
 
@@ -85,7 +86,8 @@ class MiningSummary:
 
 def windows_from_candidates(cand: np.ndarray) -> np.ndarray:
     """Detector candidates float[N, ≥4] (inclusive 1-based) → half-open 0-based square windows float64[N, 4]."""
-    c = np.fix(np.asarray(cand, np.float64).reshape(len(cand), -1)[:, :4])
+    c = np.asarray(cand, np.float64)
+    c = np.fix(c.reshape(-1, c.shape[-1])[:, :4]) if c.size else np.zeros((0, 4))
     side = np.maximum(c[:, 2] - c[:, 0] + 1, c[:, 3] - c[:, 1] + 1)
     x1, y1 = c[:, 0] - 1, c[:, 1] - 1
     return np.stack([x1, y1, x1 + side, y1 + side], axis=1)
@@ -193,9 +195,9 @@ def read_gt(gt_file, summary: Optional[MiningSummary] = None):
 
 def find_gt(wider_dir) -> Path:
     """The ``*_bbx_gt.txt`` file of a WIDER-format folder."""
-    found = sorted(Path(wider_dir).glob("*_bbx_gt.txt"))
+    found = sorted(Path(wider_dir).glob("*_bbx_gt*.txt"))
     if not found:
-        raise FileNotFoundError(f"{wider_dir}: no *_bbx_gt.txt file")
+        raise FileNotFoundError(f"{wider_dir}: no *_bbx_gt*.txt file")
     return found[0]
 
 
@@ -240,7 +242,12 @@ def mine(
     ``detector``: :func:`make_detector`'s; R-Net samples come from its
     ``proposals``, O-Net samples from ``refine(proposals)``. ``mining_config``:
     ``negative_iou``, ``part_iou``, ``positive_iou``, ``negatives_per_image``,
-    ``resize``. Unreadable images are reported, skipped and counted in ``summary``.
+    ``resize`` and optionally ``random_crops_per_face`` (> 0 adds, per image with
+    a usable face, that many random windows around each usable face, one next to
+    it and that many anywhere, labelled as :mod:`mtcnn_jax.samples` does: a
+    top-up for small sets or weak earlier stages whose proposals hold few
+    positives, or none at all; not in the paper). Unreadable
+    images are reported, skipped and counted in ``summary``.
     """
     from tqdm import tqdm  # noqa: PLC0415
 
@@ -274,5 +281,13 @@ def mine(
         rng = np.random.default_rng([seed, STAGE_CODE[stage], int(i)])
         parts.append(mine_image(image, cand, faces, usable, size, rng, int(m.negatives_per_image), th, m.resize,
                                 summary))
+        extra = int(getattr(m, "random_crops_per_face", 0))
+        if extra and usable.any():  # optional top-up: random windows around the faces (samples.py's recipe)
+            cut = sp.Cutting(size=size, negatives_per_image=extra, negatives_per_face=1, crops_per_face=extra,
+                             min_face=min_face, mirror=False)
+            more = sp.cut_detection_samples(image, faces, usable, np.random.default_rng([seed, STAGE_CODE[stage], int(i), 1]),
+                                            cut)
+            summary.random_windows += len(more["type"])
+            parts.append(more)
         summary.images += 1
     return sp.concat(parts, size)

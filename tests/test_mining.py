@@ -34,6 +34,13 @@ def test_windows_from_candidates_are_the_detector_crops():
     assert bx.crop(image, cand[1, :4] - 1)[:, :3].max() == 0
 
 
+def test_no_candidates_give_no_samples():
+    image = np.zeros((40, 40, 3), np.uint8)
+    out = mining.mine_image(image, np.zeros((0, 5)), np.array([[5, 5, 30, 30.0]]), np.array([True]), 48,
+                            np.random.default_rng(0), 5)
+    assert out["image"].shape == (0, 48, 48, 3) and out["type"].shape == (0,)
+
+
 def test_label_windows_by_iou():
     faces = np.array([[10, 10, 50, 50]], np.float64)  # 40×40
     windows = np.array(

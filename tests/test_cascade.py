@@ -1,0 +1,106 @@
+"""The whole recipe (configs/cascade.py:tiny, shortened): trains, loads into the detector, resumes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mtcnn_jax import cascade, cli
+from mtcnn_jax.commands import train_cascade as cmd
+from mtcnn_jax.errors import UserError
+
+# The tiny recipe with fewer steps and eval images: the pipeline, not the accuracy, is under test.
+SHORT = [("pnet.total_steps", "300"), ("rnet.total_steps", "24"), ("onet.total_steps", "16"), ("eval.images", "3")]
+
+
+def test_variants_load_and_validate():
+    for variant in ("mini", "tiny", "paper"):
+        c = cmd.load(f"configs/cascade.py:{variant}")
+        assert c.pnet.stage == "pnet" and c.rnet.stage == "rnet" and c.onet.stage == "onet"
+        assert (c.mining.negative_iou, c.mining.part_iou, c.mining.positive_iou) == (0.3, 0.4, 0.65)
+    paper = cmd.load("configs/cascade.py:paper")
+    assert paper.onet.alpha.landmarks == 1.0 and paper.pnet.alpha.landmarks == 0.5
+    with pytest.raises(UserError, match="unknown config variant"):
+        cmd.load("configs/cascade.py:huge")
+    c = cmd.load("configs/cascade.py:tiny", [("rnet.total_steps", "7"), ("mining.negatives_per_image", "9")])
+    assert c.rnet.total_steps == 7 and c.mining.negatives_per_image == 9
+    with pytest.raises(UserError, match="rnet"):
+        cmd.load("configs/cascade.py:tiny", [("rnet.total_steps", "0")])
+    with pytest.raises(UserError, match="IoU"):
+        cmd.load("configs/cascade.py:tiny", [("mining.part_iou", "0.2")])
+    with pytest.raises(UserError, match="unknown config key"):
+        cmd.load("configs/cascade.py:tiny", [("mining.nope", "1")])
+
+
+def test_stage_config_takes_root_and_seed():
+    c = cmd.load("configs/cascade.py:tiny", [("seed", "5"), ("data_root", "/somewhere")])
+    s = cascade.stage_config(c, "onet")
+    assert s.seed == 5 and s.data.root == "/somewhere" and s.stage == "onet"
+
+
+def test_tiny_cascade_trains_loads_and_resumes(tmp_path, data_dir, capsys):
+    from mtcnn_jax import MTCNN, load_image
+
+    work = tmp_path / "cascade"
+    config = cmd.load("configs/cascade.py:tiny", SHORT + [("data_root", str(data_dir))])
+    logs = []
+    summary = cascade.train_cascade(config, work, progress=False, log=logs.append)
+    for step in cascade.STEPS:
+        assert (work / step / "done.json").is_file(), step
+        assert summary[step]["seconds"] > 0
+    assert logs[0] == "pnet_samples: running" and logs[-1].startswith("eval: finished")
+    # Sample stores: P-Net windows 12×12, mined R-Net / O-Net windows 24×24 / 48×48 with every type.
+    for stage, size in (("pnet", 12), ("rnet", 24), ("onet", 48)):
+        train, val = cascade.read_sets(work / f"{stage}_samples", stage)
+        assert train["image"].shape[1:] == (size, size, 3) and len(val["type"])
+        counts = summary[f"{stage}_samples"]["counts"]["train"]
+        assert counts == {name: int(np.sum(train["type"] == k)) for k, name in
+                          enumerate(("negative", "positive", "part", "landmark"))}
+    mined = summary["rnet_samples"]["mining"]["train"]
+    assert mined["images"] == 9 and mined["n_skipped_images"] == 0 and mined["proposals"] > 0
+    # Evaluation in the workdir, AP per setting.
+    metrics = json.loads((work / "eval" / "metrics.json").read_text())
+    assert set(metrics["ap"]) == {"all", ">=20", ">=40"} and metrics["images"] == 3
+    assert all(0.0 <= v <= 1.0 for v in metrics["ap"].values())
+    # The cascade loads like the authors' weights, and detects. A small image and min face 40: an
+    # undertrained P-Net proposes tens of thousands of windows on a large photo (minutes of NMS).
+    import cv2
+
+    image = load_image(data_dir / "demo_multiface" / "test_input_2.jpg")
+    small = np.ascontiguousarray(cv2.resize(image, (320, 167), interpolation=cv2.INTER_AREA))
+    det = MTCNN(weights=work, min_face_size=40)
+    faces = det.detect(small)
+    assert faces.boxes.shape[1:] == (4,) and faces.landmarks.shape[1:] == (5, 2)
+    assert len(faces.scores) == len(faces.boxes)
+    small_path = tmp_path / "small.png"
+    cv2.imwrite(str(small_path), cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "det.json"
+    assert cli.main(["detect", str(small_path), "--weights", str(work), "--min-face", "40", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())
+    # The trained params, not the authors': O-Net's conv1 differs from the shipped one.
+    from mtcnn_jax.pretrained import load_pretrained, load_params
+
+    trained = load_params(work / "params.msgpack")
+    assert not np.allclose(trained["onet"]["conv1"]["kernel"], load_pretrained()["onet"]["conv1"]["kernel"])
+    assert "landmarks" in trained["pnet"]  # our P-Net has the landmark head the release lacks
+
+    # Rerun: every finished step is skipped, nothing is retrained or rewritten.
+    stamps = {s: (work / s / "done.json").stat().st_mtime_ns for s in cascade.STEPS}
+    logs.clear()
+    again = cascade.train_cascade(config, work, progress=False, log=logs.append)
+    assert logs == [f"{s}: done before ({summary[s]['seconds']:.0f} s), skipped" for s in cascade.STEPS]
+    assert {s: (work / s / "done.json").stat().st_mtime_ns for s in cascade.STEPS} == stamps
+    assert again["eval"]["ap"] == summary["eval"]["ap"]
+
+    # An interrupted stage (no done marker) resumes from its checkpoint: O-Net's last checkpoint is
+    # restored, no step is redone, and the saved params come out the same; later steps run again.
+    before = (work / "onet" / "params.msgpack").read_bytes()
+    (work / "onet" / "done.json").unlink()
+    (work / "eval" / "done.json").unlink()
+    lines = (work / "onet" / "metrics.jsonl").read_text().splitlines()
+    logs.clear()
+    cascade.train_cascade(config, work, progress=False, log=logs.append)
+    assert logs[:5] == [f"{s}: done before ({summary[s]['seconds']:.0f} s), skipped" for s in cascade.STEPS[:5]]
+    assert logs[5] == "onet: running" and logs[-1].startswith("eval: finished")
+    assert (work / "onet" / "params.msgpack").read_bytes() == before
+    assert (work / "onet" / "metrics.jsonl").read_text().splitlines() == lines  # no new training steps logged
