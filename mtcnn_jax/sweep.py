@@ -297,10 +297,20 @@ def to_csv(rows: Sequence[dict], keys: Sequence[str]) -> str:
     return out.getvalue()
 
 
-def _range(values: Sequence[float]) -> tuple:
-    lo, hi = float(np.min(values)), float(np.max(values))
+def _range(values: Sequence[float], legend_rows: int = 0, legend: str = "", height: int = 300) -> tuple:
+    """Axis range around ``values`` with 8% margins, plus room for a legend of
+    ``legend_rows`` rows at the ``legend`` side ("upper ..." / "lower ...") of a panel
+    ``height`` pixels high, so that it does not hide the curves."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    lo, hi = (float(np.min(values)), float(np.max(values))) if values.size else (0.0, 1.0)
     pad = 0.08 * (hi - lo) if hi > lo else max(abs(hi) * 0.1, 1e-3)
-    return lo - pad, hi + pad
+    lo, hi = lo - pad, hi + pad
+    if legend_rows:
+        share = min(0.6, (28 + 18 * legend_rows) / max(1, height - 95))  # legend height / plot height
+        extra = (hi - lo) * share / (1 - share)
+        lo, hi = (lo, hi + extra) if legend.startswith("upper") else (lo - extra, hi)
+    return lo, hi
 
 
 def _tile(images: Sequence[np.ndarray], columns: int) -> np.ndarray:
@@ -348,9 +358,12 @@ def results_plot(rows: Sequence[dict], keys: Sequence[str], metrics: Sequence[st
             curves.append(plots.Curve(_ascii(text), x, y))
         ys = np.concatenate([c.y for c in curves])
         xs = np.concatenate([c.x for c in curves])
+        rows_ = len(curves) if others else 0  # a single curve needs no legend
+        if not others:
+            curves = [c._replace(label="") for c in curves]
         images.append(plots.line_plot(
-            curves, title=f"val {m}", xlabel=_ascii(xkey), ylabel=m, xlim=_range(xs), ylim=_range(ys),
-            size=panel, legend=_legend(m),
+            curves, title=f"val {m}", xlabel=_ascii(xkey), ylabel=m, xlim=_range(xs),
+            ylim=_range(ys, rows_, _legend(m), panel[1]), size=panel, legend=_legend(m),
         ))
     return _tile(images, min(4, len(images)))
 
@@ -373,9 +386,9 @@ def read_metrics(rundir, split: str = "val") -> list[dict]:
 
 
 def curves_plot(workdir, names: Sequence[str], metrics: Sequence[str] = CURVE_METRICS,
-                panel: tuple = (400, 300)) -> Optional[np.ndarray]:
+                panel: tuple = (560, 420)) -> Optional[np.ndarray]:
     """Held-out metrics against the training step, one curve per run (from each run's
-    ``metrics.jsonl``); uint8 RGB, or None when no run has logged yet."""
+    ``metrics.jsonl``), panels tiled 2 per row; uint8 RGB, or None when no run has logged yet."""
     from mtcnn_jax.evaluation import plots  # noqa: PLC0415
 
     logs = {n: read_metrics(Path(workdir) / n) for n in names}
@@ -388,9 +401,10 @@ def curves_plot(workdir, names: Sequence[str], metrics: Sequence[str] = CURVE_ME
                   for n, v in logs.items()]
         xs = np.concatenate([c.x for c in curves])
         ys = np.concatenate([c.y for c in curves])
-        images.append(plots.line_plot(curves, title=f"val {m}", xlabel="step", ylabel=m,
-                                      xlim=_range(xs), ylim=_range(ys), size=panel, legend=_legend(m)))
-    return _tile(images, min(4, len(images)))
+        images.append(plots.line_plot(curves, title=f"val {m}", xlabel="step", ylabel=m, xlim=_range(xs),
+                                      ylim=_range(ys, len(curves), _legend(m), panel[1]), size=panel,
+                                      legend=_legend(m)))
+    return _tile(images, min(2, len(images)))
 
 
 def write_results(workdir, points: Sequence[Point]) -> list[dict]:
