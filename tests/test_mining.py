@@ -195,3 +195,44 @@ def test_mining_is_deterministic_for_a_seed(tmp_path):
 def test_mine_rejects_pnet_stage(tmp_path):
     with pytest.raises(ValueError, match="rnet or onet"):
         mining.mine(FakeDetector(), "pnet", tmp_path, [], [], 0, MINING)
+
+
+def test_mining_with_the_authors_detector_on_a_wider_image(data_dir):
+    """Real proposals (the authors' P-Net, then R-Net): each mined sample comes from one of the
+    detector's windows, its label agrees with that window's IoU, its target maps it onto the face."""
+    from mtcnn_jax.io import load_image
+
+    cfg = types.SimpleNamespace(**{**vars(MINING), "negatives_per_image": 10}, min_face_size=20, factor=0.709,
+                                pnet_threshold=0.6, rnet_threshold=0.7)
+    wider = data_dir / "widerface_train_mini"
+    records, line_of = mining.read_gt(mining.find_gt(wider))
+    big = lambda r: np.any(~r.invalid & (np.min(r.boxes[:, 2:] - r.boxes[:, :2], axis=1) >= 40))  # noqa: E731
+    i = next(k for k, r in enumerate(records) if big(r))
+    r = records[i]
+    image = load_image(wider / "images" / r.path)
+    faces = r.boxes.astype(np.float64)
+    usable = ~r.invalid & (np.min(faces[:, 2:] - faces[:, :2], axis=1) >= 20)
+    det = mining.make_detector({}, "onet", cfg)
+    cand = det.proposals(image)
+    for stage, size, c in (("rnet", 24, cand), ("onet", 48, det.refine(image, cand))):
+        out = mining.mine(det, stage, wider, records, [i], 0, cfg, 20, line_of, "gt")
+        direct = mining.mine_image(image, c, faces, usable, size, np.random.default_rng([0, mining.STAGE_CODE[stage], i]),
+                                   10, resize=cfg.resize)
+        for k in sp.FIELDS:  # mine() = the detector's stage output through mine_image
+            np.testing.assert_array_equal(out[k], direct[k])
+        t = out["type"]
+        assert np.sum(t == POSITIVE) >= 1 and np.sum(t == NEGATIVE) <= 10
+        windows = mining.windows_from_candidates(c)
+        crops = bx.crop_and_resize(image, np.c_[windows[:, :2], windows[:, 2:] - 1].astype(int), size)
+        for k in range(len(t)):
+            src = [j for j in range(len(windows)) if np.array_equal(crops[j], out["image"][k])]
+            assert src, k
+            o = np.array([sp.iou(windows[j], faces).max() for j in src])
+            if t[k] == NEGATIVE:
+                assert np.any(o < 0.3)
+            else:
+                w = windows[src[int(np.argmax(o))]]
+                back = sp.box_to_pixels(w, out["box"][k])
+                j = int(np.argmax(sp.iou(w, faces)))
+                np.testing.assert_allclose(back, faces[j], atol=1e-3)
+                assert usable[j] and (o.max() > 0.65 if t[k] == POSITIVE else 0.4 <= o.max() <= 0.65)
