@@ -41,7 +41,9 @@ def enable_persistent_cache(path: Union[None, str, os.PathLike] = None) -> Optio
     Returns the folder in use, or ``None`` when the cache is off (disabled by the
     environment variable, or the folder cannot be created). Programs are cached
     however quickly they compiled (JAX's default skips those under 1 s, which are
-    all of ours). Safe to call many times; it never replaces a folder already set.
+    all of ours); like the folder, this is JAX's process-wide setting, so the
+    process's other programs are cached there too. Safe to call many times; it
+    never replaces a folder already set.
     """
     import jax  # noqa: PLC0415  (JAX loads only when a detector is built)
 
