@@ -4,13 +4,13 @@ grid of the task weights α of Eq. 5, α landmarks ∈ {0, 0.5, 1} × α box ∈
 held-out ``box_error`` (mean absolute offset error, window units) across the grid.
 
 Smoke-test scale (six runs of ``configs/onet.py:runlocal``, held-out eval every 25
-steps; 2 shared CPU cores: about 7 min)::
+steps; 2 CPU cores shared with other jobs: 18 min measured)::
 
     mtcnn-jax sweep --config configs/sweeps/alpha.py:runlocal --workdir /tmp/sweep_alpha
 
 The scale of docs/ablations.md, ``mini``: runlocal's recipe on 160 WIDER images and 800
 landmark faces, 300 steps per run, α box = 0.5 only (O-Net's value; three runs; 2 shared
-CPU cores: about MINI_ALPHA min)::
+CPU cores shared with other jobs: about 12 min measured)::
 
     mtcnn-jax sweep --config configs/sweeps/alpha.py:mini --workdir /tmp/sweep_alpha_mini
 

@@ -2,13 +2,13 @@
 mining keeping 100% (off), 90%, 70% (the paper's choice) and 50% of the det losses.
 
 Smoke-test scale (four runs of ``configs/onet.py:runlocal``, held-out eval every 25
-steps for the curves; 2 shared CPU cores: about 5 min)::
+steps for the curves; 2 CPU cores shared with other jobs: 10 min measured)::
 
     mtcnn-jax sweep --config configs/sweeps/ohem.py:runlocal --workdir /tmp/sweep_ohem
 
 The scale of docs/ablations.md, ``mini``: runlocal's recipe on 160 WIDER images and 800
 landmark faces (a held-out set 4x larger: 16 images, 80 faces), 300 steps per run
-(2 shared CPU cores: about MINI_OHEM min)::
+(2 CPU cores shared with other jobs: 20 min measured, 3 to 7 min per run)::
 
     mtcnn-jax sweep --config configs/sweeps/ohem.py:mini --workdir /tmp/sweep_ohem_mini
 
