@@ -148,14 +148,17 @@ def read_sets(folder: Path, stage: str) -> tuple[dict, dict]:
 
 def _pnet_samples(config, workdir: Path, progress: bool) -> dict:
     c = stage_config(config, "pnet")
-    cache = {}
+    cache: dict = {}
+    skipped: dict = {"lines": [], "images": []}
 
     def make(split):
         if not cache:
-            cache["train"], cache["val"] = sp.build(c.data, SIZE["pnet"], c.seed)
+            cache["train"], cache["val"] = sp.build(c.data, SIZE["pnet"], c.seed, skipped)
         return cache[split]
 
-    return {"counts": write_sets(workdir / "pnet_samples", "pnet", make)}
+    counts = write_sets(workdir / "pnet_samples", "pnet", make)
+    return {"counts": counts, "n_skipped_images": len(skipped["images"]), "n_skipped_lines": len(skipped["lines"]),
+            "skipped_images": skipped["images"], "skipped_lines": skipped["lines"]}
 
 
 def _train(config, workdir: Path, stage: str, progress: bool) -> dict:

@@ -327,11 +327,15 @@ def split(n: int, val_every: int) -> tuple[np.ndarray, np.ndarray]:
     return idx[~val], idx[val]
 
 
-def detection_samples(wider_dir, indices, seed: int, c: Cutting, records=None) -> dict:
+def detection_samples(wider_dir, indices, seed: int, c: Cutting, records=None, skipped: Optional[list] = None,
+                      line_of: Optional[dict] = None, gt_name: str = "gt") -> dict:
     """Samples cut from the WIDER images at ``indices`` of the gt file (in file order).
 
     ``records``: :class:`mtcnn_jax.data.wider.WiderRecord` list (read from the
     folder's ``*_bbx_gt.txt`` when None); boxes half-open, invalid faces flagged.
+    ``skipped``: when a list, an unreadable image is reported there (``"path
+    (gt_name:line): reason"``, the line from ``line_of``) and skipped instead of
+    raising.
     """
     wider_dir = Path(wider_dir)
     if records is None:
@@ -339,7 +343,15 @@ def detection_samples(wider_dir, indices, seed: int, c: Cutting, records=None) -
     parts = []
     for i in indices:
         r = records[int(i)]
-        image = load_rgb(wider_dir / "images" / r.path)
+        try:
+            image = load_rgb(wider_dir / "images" / r.path)
+        except UserError as err:
+            if skipped is None:
+                raise
+            path, line = wider_dir / "images" / r.path, (line_of or {}).get(r.path)
+            reason = str(err).removeprefix(f"{path}: ")
+            skipped.append(f"{path} ({gt_name}:{line}): {reason}" if line else str(err))
+            continue
         boxes = np.asarray(r.boxes, np.float64).reshape(-1, 4)
         wh = boxes[:, 2:] - boxes[:, :2]
         usable = ~np.asarray(r.invalid, bool) & (np.min(wh, axis=1) >= c.min_face)
@@ -348,22 +360,34 @@ def detection_samples(wider_dir, indices, seed: int, c: Cutting, records=None) -
     return concat(parts, c.size)
 
 
-def landmark_samples(landmark_dir, faces: Sequence[LandmarkFace], indices, seed: int, c: Cutting) -> dict:
+def landmark_samples(landmark_dir, faces: Sequence[LandmarkFace], indices, seed: int, c: Cutting,
+                     skipped: Optional[list] = None) -> dict:
+    """Landmark windows of ``faces[indices]``; ``skipped`` as in :func:`detection_samples`."""
     parts = []
     for i in indices:
         f = faces[int(i)]
-        image = load_rgb(Path(landmark_dir) / f.path)
+        try:
+            image = load_rgb(Path(landmark_dir) / f.path)
+        except UserError as err:
+            if skipped is None:
+                raise
+            skipped.append(str(err))
+            continue
         rng = np.random.default_rng([seed, 1, int(i)])
         parts.append(cut_landmark_samples(image, f.box, f.points, rng, c))
     return concat(parts, c.size)
 
 
-def build(data_config, size: int, seed: int) -> tuple[dict, dict]:
+def build(data_config, size: int, seed: int, skipped: Optional[dict] = None) -> tuple[dict, dict]:
     """Train and held-out sample sets from ``config.data`` (see configs/pnet.py).
 
     Uses the first ``wider_images`` images of the WIDER gt file and the first
     ``landmark_faces`` lines of the CUHK list; every ``val_every``-th image / face
     goes to the held-out set (so held-out samples come from other images).
+
+    ``skipped``: when a dict, malformed gt lines (``"file:line: reason"``) and
+    unreadable images are skipped instead of raising, and reported in its lists
+    ``"lines"`` and ``"images"`` (also printed on stderr).
     """
     root = Path(os.path.expanduser(data_config.root))
     wider_dir = root / data_config.wider
@@ -383,16 +407,46 @@ def build(data_config, size: int, seed: int) -> tuple[dict, dict]:
         min_face=data_config.min_face,
         mirror=data_config.mirror,
     )
-    records = read_wider_gt(gt)[: data_config.wider_images]
+    line_of = None
+    if skipped is None:
+        records = read_wider_gt(gt)[: data_config.wider_images]
+    else:
+        import sys  # noqa: PLC0415
+        import warnings  # noqa: PLC0415
+
+        from mtcnn_jax.data.wider import WiderFormatWarning  # noqa: PLC0415
+
+        skipped.setdefault("lines", [])
+        skipped.setdefault("images", [])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", WiderFormatWarning)
+            records = read_wider_gt(gt, strict=False)[: data_config.wider_images]
+        skipped["lines"] += [str(w.message) for w in caught if issubclass(w.category, WiderFormatWarning)]
+        line_of = {}
+        for k, text in enumerate(gt.read_text(encoding="utf-8", errors="replace").splitlines()):
+            line_of.setdefault(text.strip().replace("\\", "/"), k + 1)
+        for msg in skipped["lines"]:
+            print(f"skipped: {msg}", file=sys.stderr)
     faces = read_cuhk_list(lm_list)[: data_config.landmark_faces]
     wtr, wva = split(len(records), data_config.val_every)
     ltr, lva = split(len(faces), data_config.val_every)
-    train = concat(
-        [detection_samples(wider_dir, wtr, seed, c, records), landmark_samples(lm_dir, faces, ltr, seed, c)], size
+    bad = None if skipped is None else skipped["images"]
+    n_bad = 0 if bad is None else len(bad)
+    train, val = (
+        concat(
+            [
+                detection_samples(wider_dir, w, seed, c, records, bad, line_of, str(gt)),
+                landmark_samples(lm_dir, faces, lm, seed, c, bad),
+            ],
+            size,
+        )
+        for w, lm in ((wtr, ltr), (wva, lva))
     )
-    val = concat(
-        [detection_samples(wider_dir, wva, seed, c, records), landmark_samples(lm_dir, faces, lva, seed, c)], size
-    )
+    if bad is not None:
+        import sys  # noqa: PLC0415
+
+        for msg in bad[n_bad:]:
+            print(f"skipped: {msg}", file=sys.stderr)
     return train, val
 
 

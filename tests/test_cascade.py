@@ -104,3 +104,47 @@ def test_tiny_cascade_trains_loads_and_resumes(tmp_path, data_dir, capsys):
     assert logs[5] == "onet: running" and logs[-1].startswith("eval: finished")
     assert (work / "onet" / "params.msgpack").read_bytes() == before
     assert (work / "onet" / "metrics.jsonl").read_text().splitlines() == lines  # no new training steps logged
+
+
+def _data_root(tmp_path):
+    """A WIDER folder (one corrupt image, one malformed face line) and a CUHK landmark list (one missing image)."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    wider = tmp_path / "data" / "wider"
+    (wider / "images" / "0--a").mkdir(parents=True)
+    lines = []
+    for k in range(6):
+        name = f"0--a/{k}.jpg"
+        if k == 2:
+            (wider / "images" / name).write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all")
+        else:
+            cv2.imwrite(str(wider / "images" / name), rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
+        lines += [name, "1", "30 30 50 50 0 0 0 0 0 0"]
+    lines[4] = "2"
+    lines.insert(6, "1 2 three 4 0 0 0 0 0 0")  # line 7: malformed face line of 0--a/1.jpg; 2.jpg on line 8
+    (wider / "wider_face_train_bbx_gt.txt").write_text("\n".join(lines) + "\n")
+    lm = tmp_path / "data" / "lm"
+    lm.mkdir()
+    cv2.imwrite(str(lm / "a.jpg"), rng.integers(0, 256, (100, 100, 3), dtype=np.uint8))
+    pts = "35 40 65 40 50 55 38 70 62 70"
+    (lm / "list.txt").write_text(f"a.jpg 20 80 20 80 {pts}\nmissing.jpg 20 80 20 80 {pts}\na.jpg 20 80 20 80 {pts}\n")
+    return tmp_path / "data"
+
+
+def test_pnet_samples_skip_and_count_corrupt_image_and_bad_line(tmp_path, capsys):
+    root = _data_root(tmp_path)
+    over = [("data_root", str(root)), ("pnet.data.wider", "wider"), ("pnet.data.landmarks", "lm"),
+            ("pnet.data.landmark_list", "list.txt"), ("pnet.data.val_every", "3")]
+    config = cmd.load("configs/cascade.py:tiny", over)
+    summary = cascade.train_cascade(config, tmp_path / "work", progress=False, log=None, stop_after="pnet_samples")
+    s = summary["pnet_samples"]
+    assert s["n_skipped_images"] == 2 and s["n_skipped_lines"] == 1
+    gt = str(root / "wider" / "wider_face_train_bbx_gt.txt")
+    assert s["skipped_lines"][0].startswith(f"{gt}:7:")
+    assert any("2.jpg" in m and f"{gt}:8): cannot read image" in m for m in s["skipped_images"])  # path and its gt line
+    assert any("missing.jpg" in m for m in s["skipped_images"])
+    assert s["counts"]["train"]["landmark"] > 0 and s["counts"]["train"]["negative"] > 0
+    err = capsys.readouterr().err
+    assert "skipped:" in err and "2.jpg" in err and ":7:" in err
+    assert not (tmp_path / "work" / "pnet").exists()  # stopped after the samples
