@@ -186,3 +186,18 @@ def test_sigkill_mid_sweep_then_rerun_skips_finished_resumes_and_matches(straigh
         for k in sweep.METRICS:
             assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-7), (a["run"], k)
     assert _csv(workdir) == _csv(straight[0])
+
+
+def test_cli_max_steps_leaves_runs_unfinished_then_completes(straight, tiny, data_dir, tmp_path, capsys):
+    workdir = tmp_path / "capped"
+    (workdir / NAMES[0]).mkdir(parents=True)  # reuse the cut samples (the trainer checks their recipe)
+    os.link(straight[0] / NAMES[0] / "samples.npz", workdir / NAMES[0] / "samples.npz")
+    args = ["sweep", "--config", str(tiny), "--workdir", str(workdir), "--no-progress", f"--config.data.root={data_dir}"]
+    assert cli.main(args + ["--max-steps", "100"]) == 0
+    table = _csv(workdir)
+    assert [(r["status"], r["step"], r["loss"]) for r in table] == [("unfinished", "100", "")] * 2
+    assert not list(workdir.glob("*/result.json"))
+    assert "| ohem_ratio=1 | 1.0000 | unfinished | 100 |" in capsys.readouterr().out
+    assert cli.main(args) == 0  # the rest: resumes both at step 100
+    assert _csv(workdir) == _csv(straight[0])
+    assert cli.main(["sweep", "--config", str(tiny), "--workdir", str(workdir), "--max-steps", "0"]) == 2
