@@ -218,9 +218,10 @@ def run_sweep(
                     "grid": [p.overrides for p in points]}, indent=2) + "\n"
     )
     names = [p.name for p in points]
+    for point in points:  # refuse before training anything
+        _check_same_run(point, workdir / point.name)
     for i, point in enumerate(points):
         rundir = workdir / point.name
-        _check_same_run(point, rundir)
         result = read_result(rundir)
         if result is not None and result.get("config") == _config_json(point.config):
             log(f"[{i + 1}/{len(points)}] {point.name}: finished before, skipped")
