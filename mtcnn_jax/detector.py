@@ -411,36 +411,10 @@ def _check_settings(min_face_size, factor, thresholds, resize) -> Tuple[float, f
     return min_face_size, factor, thresholds
 
 
-def _authors_weights() -> dict:
-    """The shipped weights, as :func:`mtcnn_jax.pretrained.load_pretrained`, without compiling anything.
-
-    ``load_pretrained`` checks the shapes against freshly initialised networks,
-    which runs the random initialisers eagerly: about 15 s of compiling on a cold
-    2-core CPU, most of a cold first detection. The same check with
-    ``jax.eval_shape`` costs no compilation.
-    """
-    import flax.serialization  # noqa: PLC0415
-
-    tree = flax.serialization.msgpack_restore(pretrained.WEIGHTS_FILE.read_bytes())
-    out = {}
-    for stage in pretrained.STAGES:
-        params = tree[stage]
-        size = models.INPUT_SIZE[stage]
-        module = models.create(stage, landmarks="landmarks" in params)
-        expected = jax.eval_shape(
-            lambda: module.init(jax.random.key(0), jnp.zeros((1, size, size, 3), jnp.float32))["params"]
-        )
-        shapes = lambda t: jax.tree_util.tree_map(lambda a: tuple(np.shape(a)), t)  # noqa: E731
-        if shapes(params) != shapes(expected):
-            raise UserError(f"{pretrained.WEIGHTS_FILE}: {stage}: parameter shapes do not match the {stage} network")
-        out[stage] = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params)
-    return out
-
-
 def _load_weights(weights) -> dict:
     """``None`` → the authors' weights; a dict of params; or a msgpack file / a folder holding ``params.msgpack``."""
     if weights is None:
-        return _authors_weights()
+        return pretrained.load_pretrained()
     if isinstance(weights, dict):
         return weights
     path = Path(weights)
