@@ -206,11 +206,12 @@ def make_detector(params: Mapping[str, dict], stage: str, mining_config):
 
     Stages ``params`` lacks (and the ones mining does not run) take the authors' weights.
     """
-    from mtcnn_jax.detector import MTCNN, _authors_weights  # noqa: PLC0415
+    from mtcnn_jax.detector import MTCNN  # noqa: PLC0415
+    from mtcnn_jax.pretrained import load_pretrained  # noqa: PLC0415
 
     weights = dict(params)
     if any(s not in weights for s in ("pnet", "rnet", "onet")):
-        authors = _authors_weights()
+        authors = load_pretrained()
         for s in ("pnet", "rnet", "onet"):
             weights.setdefault(s, authors[s])
     m = mining_config
