@@ -277,3 +277,21 @@ def check_batch_fits(config, n_devices: int, n_processes: int = 1) -> None:
         if b[t] % n_processes:
             raise UserError(f"invalid value for config.batch.{t}: {b[t]} does not split over {n_processes} hosts")
 
+
+
+def accept_overrides(parser) -> None:
+    """Let an argparse (sub-)parser take ``--config.KEY=VALUE`` options.
+
+    argparse would reject them as unknown; they are taken out of the arguments
+    (:func:`split_overrides`) before ``parser`` sees the rest, and collected, in
+    order, in ``namespace.config_overrides``.
+    """
+    parse_known = parser.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        overrides, rest = split_overrides(args or [])
+        ns, extra = parse_known(rest, namespace)
+        ns.config_overrides = list(getattr(ns, "config_overrides", [])) + overrides
+        return ns, extra
+
+    parser.parse_known_args = parse_known_args

@@ -31,17 +31,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run, config_overrides=[])
 
-    parse_known = p.parse_known_args
+    from mtcnn_jax.config_utils import accept_overrides  # noqa: PLC0415
 
-    def parse_known_args(args=None, namespace=None):
-        from mtcnn_jax.config_utils import split_overrides  # noqa: PLC0415
-
-        overrides, rest = split_overrides(args or [])
-        ns, extra = parse_known(rest, namespace)
-        ns.config_overrides = list(getattr(ns, "config_overrides", [])) + overrides
-        return ns, extra
-
-    p.parse_known_args = parse_known_args
+    accept_overrides(p)  # --config.KEY=VALUE, which argparse would reject
 
 
 def run(args: argparse.Namespace) -> int:
