@@ -11,7 +11,11 @@ is an error, so that no test is silently skipped.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
+from typing import Callable, Sequence
 
 import pytest
 
@@ -41,3 +45,25 @@ def data_dir() -> Path:
 def reference_dir() -> Path:
     """``$MTCNN_JAX_DATA/../reference``; skips the test where it is absent."""
     return _require(REFERENCE_DIR)
+
+
+def sigkill_when(cmd: Sequence[str], ready: Callable[[], bool], timeout: float = 120.0, poll: float = 0.02) -> None:
+    """Run ``cmd`` from the repo root (CPU, one device) and SIGKILL it as soon as ``ready()`` holds.
+
+    Fails the test if the process ended on its own before that (its stderr tail is
+    shown) or was not killed by the signal.
+    """
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.Popen(list(cmd), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline and proc.poll() is None and not ready():
+            time.sleep(poll)
+        assert proc.poll() is None, "the process ended before it could be killed: " + proc.stderr.read().decode()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL

@@ -3,8 +3,6 @@
 import csv
 import json
 import os
-import signal
-import subprocess
 import sys
 import textwrap
 import time
@@ -15,6 +13,7 @@ import pytest
 
 from mtcnn_jax import cli, sweep
 from mtcnn_jax.errors import UserError
+from conftest import sigkill_when
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -146,25 +145,14 @@ def test_sigkill_mid_sweep_then_rerun_skips_finished_resumes_and_matches(straigh
     workdir = tmp_path / "killed"
     cmd = [sys.executable, "-m", "mtcnn_jax.cli", "sweep", "--config", str(tiny), "--workdir", str(workdir),
            "--no-progress", f"--config.data.root={data_dir}"]
-    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     second = workdir / NAMES[1] / "checkpoints"
-    deadline = time.time() + 120
-    try:
-        # Kill once the first point has finished and the second has a checkpoint.
-        while time.time() < deadline and proc.poll() is None:
-            steps = [int(p.name) for p in second.glob("*") if p.name.isdigit()] if second.exists() else []
-            if steps and (workdir / NAMES[0] / "result.json").exists():
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the sweep ended before it could be killed: " + proc.stderr.read().decode()[-2000:]
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+
+    def first_done_second_checkpointed():
+        steps = [int(p.name) for p in second.glob("*") if p.name.isdigit()] if second.exists() else []
+        return bool(steps) and (workdir / NAMES[0] / "result.json").exists()
+
+    # Kill once the first point has finished and the second has a checkpoint.
+    sigkill_when(cmd, first_done_second_checkpointed)
     first_result = (workdir / NAMES[0] / "result.json").stat().st_mtime_ns
     assert not (workdir / NAMES[1] / "result.json").exists()
     last = max(int(p.name) for p in second.glob("*") if p.name.isdigit())

@@ -218,10 +218,10 @@ def test_cutting_is_deterministic_and_consistent():
 
 import json  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
 import time  # noqa: E402
 
 from mtcnn_jax import config_utils  # noqa: E402
+from conftest import sigkill_when  # noqa: E402
 
 
 def _metrics(workdir):
@@ -260,24 +260,13 @@ def test_sigkill_then_resume_equals_uninterrupted_run(data_dir, tmp_path):
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "mtcnn_jax.cli", "train", "--config", "configs/pnet.py:runlocal",
            "--workdir", str(killed), "--no-progress"] + [f"--config.{k}={v}" for k, v in overrides]
-    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpts = killed / "checkpoints"
-    deadline = time.time() + 120
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            done = [int(p.name) for p in ckpts.glob("*") if p.name.isdigit()] if ckpts.exists() else []
-            if done and max(done) >= 300:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run finished or failed before it could be killed: " + proc.stderr.read().decode()[-2000:]
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+
+    def past_step_300():
+        done = [int(p.name) for p in ckpts.glob("*") if p.name.isdigit()] if ckpts.exists() else []
+        return bool(done) and max(done) >= 300
+
+    sigkill_when(cmd, past_step_300, poll=0.05)
     done = sorted(int(p.name) for p in ckpts.glob("*") if p.name.isdigit())
     last = done[-1]
     assert 300 <= last < 1000, done
