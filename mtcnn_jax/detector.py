@@ -115,34 +115,19 @@ def _jit(fn):
     return call
 
 
-def _prelu(x, alpha):
-    return jnp.where(x >= 0, x, alpha * x)
-
-
-def _conv(x, p):
-    y = jax.lax.conv_general_dilated(x, p["kernel"], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y + p["bias"]
-
-
 def _pnet_tiles_fn(params, tiles_u8, mask):
     """P-Net on a batch of packed tiles (see :func:`_pack_pieces`).
 
     tiles_u8: uint8[K, T, T, 3]; mask: bool[K, T - 2, T - 2], True where conv1's
-    3×3 window lies inside one piece. Masked conv1 outputs are -inf before the
-    ceil-mode pooling, so a piece's partial last pooling window sees only its own
-    pixels, exactly as :class:`mtcnn_jax.models.PNet` with ``valid_hw`` on the
-    whole level. Returns float32[K, T/2 - 5, T/2 - 5, 5]: face probability, then
-    the regression ``dx1, dy1, dx2, dy2``.
+    3×3 window lies inside one piece (:class:`mtcnn_jax.models.PNet`'s
+    ``valid_mask``), so a piece's partial last pooling window sees only its own
+    pixels, exactly as ``valid_hw`` on the whole level. Returns
+    float32[K, T/2 - 5, T/2 - 5, 5]: face probability, then the regression
+    ``dx1, dy1, dx2, dy2``.
     """
-    x = models.normalize(tiles_u8)
-    x = _prelu(_conv(x, params["conv1"]), params["prelu1"]["alpha"])
-    x = jnp.where(mask[..., None], x, -jnp.inf)
-    x = models.max_pool_ceil(x, 2, 2)
-    x = jnp.where(jnp.isfinite(x), x, 0.0)
-    x = _prelu(_conv(x, params["conv2"]), params["prelu2"]["alpha"])
-    x = _prelu(_conv(x, params["conv3"]), params["prelu3"]["alpha"])
-    prob = jax.nn.softmax(_conv(x, params["face"]), axis=-1)[..., 1:]
-    return jnp.concatenate([prob, _conv(x, params["box"])], axis=-1)
+    out = models.PNet().apply({"params": params}, models.normalize(tiles_u8), valid_mask=mask)
+    prob = jax.nn.softmax(out.logits, axis=-1)[..., 1:]
+    return jnp.concatenate([prob, out.box], axis=-1)
 
 
 def _pnet_level_fn(params, image_u8, valid_hw):

@@ -106,19 +106,25 @@ class PNet(nn.Module):
     exactly as it would ignore the image border, so the outputs on the valid
     region equal those of the unpadded image (cells past the valid region are
     garbage and must be cropped by the caller).
+
+    ``valid_mask``: the general form, bool[N, H - 2, W - 2], True where conv1's
+    3×3 window lies on real pixels (e.g. several image pieces packed into one
+    input); ``valid_hw`` is the rectangle case of it.
     """
 
     landmarks: bool = False
 
     @nn.compact
-    def __call__(self, x, valid_hw=None):
+    def __call__(self, x, valid_hw=None, valid_mask=None):
         x = PReLU(name="prelu1")(_conv(10, 3, "conv1")(x))
         if valid_hw is not None:
-            rows = jnp.arange(x.shape[1])[None, :, None, None] < valid_hw[0] - 2
-            cols = jnp.arange(x.shape[2])[None, None, :, None] < valid_hw[1] - 2
-            x = jnp.where(rows & cols, x, -jnp.inf)
+            rows = jnp.arange(x.shape[1])[None, :, None] < valid_hw[0] - 2
+            cols = jnp.arange(x.shape[2])[None, None, :] < valid_hw[1] - 2
+            valid_mask = rows & cols
+        if valid_mask is not None:
+            x = jnp.where(valid_mask[..., None], x, -jnp.inf)
         x = max_pool_ceil(x, 2, 2)
-        if valid_hw is not None:
+        if valid_mask is not None:
             x = jnp.where(jnp.isfinite(x), x, 0.0)
         x = PReLU(name="prelu2")(_conv(16, 3, "conv2")(x))
         x = PReLU(name="prelu3")(_conv(32, 3, "conv3")(x))
