@@ -24,20 +24,23 @@ def area(boxes: np.ndarray) -> np.ndarray:
     return (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
 
 
-def iou(box: np.ndarray, boxes: np.ndarray, mode: str = "union") -> np.ndarray:
-    """Overlap of one inclusive ``box`` ``float[4]`` with each of ``boxes`` ``float[N, 4]``.
+def iou(box: np.ndarray, boxes: np.ndarray, mode: str = "union", inclusive: bool = True) -> np.ndarray:
+    """Overlap of one ``box`` ``float[4]`` with each of ``boxes`` ``float[N, 4]``.
 
+    ``inclusive=True``: inclusive boxes, widths ``x2 - x1 + 1`` (the authors'
+    convention); ``inclusive=False``: half-open boxes, widths ``x2 - x1``.
     ``mode="union"``: intersection / union (IoU). ``mode="min"``: intersection /
     the smaller of the two areas (the authors' "Min", used after O-Net).
     Returns ``float[N]``; boxes that do not touch give 0.
     """
     box = np.asarray(box, np.float64)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    iw = np.maximum(0.0, np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]) + 1)
-    ih = np.maximum(0.0, np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]) + 1)
+    extra = 1.0 if inclusive else 0.0
+    iw = np.maximum(0.0, np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]) + extra)
+    ih = np.maximum(0.0, np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]) + extra)
     inter = iw * ih
-    a = area(box[None])[0]
-    b = area(boxes)
+    a = (box[2] - box[0] + extra) * (box[3] - box[1] + extra)
+    b = (boxes[:, 2] - boxes[:, 0] + extra) * (boxes[:, 3] - boxes[:, 1] + extra)
     if mode == "union":
         denom = a + b - inter
     elif mode == "min":

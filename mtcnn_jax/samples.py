@@ -51,6 +51,7 @@ from typing import NamedTuple, Optional, Sequence
 import cv2
 import numpy as np
 
+from mtcnn_jax import boxes as boxes_lib
 from mtcnn_jax.data.wider import read_wider_gt
 from mtcnn_jax.errors import UserError
 from mtcnn_jax.losses import LANDMARK, NEGATIVE, PART, POSITIVE
@@ -69,16 +70,10 @@ MIRROR = np.array([1, 0, 2, 4, 3])
 def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one half-open ``box`` float[4] with ``boxes`` float[N, 4] → float[N].
 
-    Areas are ``(x2 - x1) · (y2 - y1)`` (continuous, no ``+1``).
+    Areas are ``(x2 - x1) · (y2 - y1)`` (continuous, no ``+1``):
+    :func:`mtcnn_jax.boxes.iou` with ``inclusive=False``.
     """
-    box = np.asarray(box, np.float64)
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    ih = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = iw * ih
-    a = (box[2] - box[0]) * (box[3] - box[1])
-    b = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(a + b - inter, 1e-12)
+    return boxes_lib.iou(box, boxes, inclusive=False)
 
 
 def label(window: np.ndarray, faces: np.ndarray) -> tuple[Optional[int], int]:

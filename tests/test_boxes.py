@@ -21,6 +21,10 @@ def test_iou_union_and_min():
     np.testing.assert_allclose(bx.iou(a, b, "min"), [50 / 100, 25 / 25, 0.0])
     with pytest.raises(ValueError):
         bx.iou(a, b, "bogus")
+    # half-open boxes: a is 9×9 = 81; b[0] overlaps columns 5..9 = 4×9 = 36, union 126;
+    # b[1] is 4×4 = 16 inside a: 16/81
+    np.testing.assert_allclose(bx.iou(a, b, inclusive=False), [36 / 126, 16 / 81, 0.0])
+    np.testing.assert_allclose(bx.iou(a, b, "min", inclusive=False), [36 / 81, 1.0, 0.0])
 
 
 def test_nms_union_keeps_best_and_drops_overlaps_above_threshold():
