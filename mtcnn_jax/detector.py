@@ -577,7 +577,7 @@ class MTCNN:
         res = _run_crops(_onet_forward, self.params["onet"], images, boxes, 48, self.resize, ONET_BATCH, self.flip_landmarks)
         if res is not None and self.flip_landmarks:
             res, mirrored = res
-            res[2] = 0.5 * (res[2] + _unflip_landmarks(mirrored[2]))
+            res[2] = 0.5 * (res[2] + models.mirror_landmarks(mirrored[2]))
         out, at = [], 0
         for b in fixed:
             if len(b) == 0:
@@ -615,16 +615,6 @@ class MTCNN:
             for i, faces in zip(big, self._output(ims, self._refine(ims, self._proposals(ims)))):
                 out[i] = faces
         return out
-
-
-def _unflip_landmarks(lms: np.ndarray) -> np.ndarray:
-    """O-Net landmarks [B, 10] of mirrored crops → the unmirrored crops' frame.
-
-    x becomes 1 - x, and the left/right points swap (eyes 0↔1, mouth corners 3↔4).
-    """
-    x, y = 1.0 - lms[:, :5], lms[:, 5:]
-    order = [1, 0, 2, 4, 3]
-    return np.concatenate([x[:, order], y[:, order]], axis=1)
 
 
 def detect(images, **settings) -> Union[Faces, List[Faces]]:

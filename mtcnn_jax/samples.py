@@ -52,6 +52,7 @@ import cv2
 import numpy as np
 
 from mtcnn_jax import boxes as boxes_lib
+from mtcnn_jax import models
 from mtcnn_jax.data.wider import read_wider_gt
 from mtcnn_jax.errors import UserError
 from mtcnn_jax.losses import LANDMARK, NEGATIVE, PART, POSITIVE
@@ -61,7 +62,6 @@ PART_IOU = 0.4
 POSITIVE_IOU = 0.65
 FIELDS = ("image", "type", "box", "landmarks")
 #: Mirror permutation of the five points: left eye ↔ right eye, left ↔ right mouth corner.
-MIRROR = np.array([1, 0, 2, 4, 3])
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -123,8 +123,7 @@ def landmarks_to_pixels(window: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def mirror_landmarks(t: np.ndarray) -> np.ndarray:
     """Targets float[10] of a horizontally mirrored window: ``x → 1 - x``, left/right swapped."""
-    t = np.asarray(t)
-    return np.concatenate([1.0 - t[:5][MIRROR], t[5:][MIRROR]]).astype(np.float32)
+    return models.mirror_landmarks(np.asarray(t, np.float32))
 
 
 def cut(image: np.ndarray, window: np.ndarray, size: int) -> np.ndarray:

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from mtcnn_jax import MTCNN, detect, load_image
-from mtcnn_jax.detector import _unflip_landmarks, as_rgb_uint8
+from mtcnn_jax.detector import as_rgb_uint8
+from mtcnn_jax.models import mirror_landmarks
 from mtcnn_jax.errors import UserError
 from conftest import REPO
 
@@ -96,11 +97,11 @@ def test_invalid_settings_are_one_line_errors(kwargs, match):
     assert "\n" not in str(err.value)
 
 
-def test_unflip_landmarks_by_hand():
+def test_mirror_landmarks_by_hand():
     # mirrored crop: left eye at x .3, right eye at .7 → unmirrored: the mirrored right eye (.7)
     # becomes the left eye at 1 - .7 = .3, and the mirrored left eye (.3) the right eye at .7.
     lms = np.array([[0.3, 0.7, 0.5, 0.35, 0.6, 0.4, 0.41, 0.6, 0.8, 0.81]])
-    out = _unflip_landmarks(lms)
+    out = mirror_landmarks(lms)
     np.testing.assert_allclose(out, [[0.3, 0.7, 0.5, 0.4, 0.65, 0.41, 0.4, 0.6, 0.81, 0.8]])
 
 
