@@ -91,8 +91,8 @@ def get_config(arg=None):
     variant = arg or "mini"
     if variant == "mini":
         c.pnet = _stage("pnet", 12_000, (192, 64, 64, 128), 0.01, threshold=0.6)
-        c.rnet = _stage("rnet", 1_000, (192, 64, 64, 128), 1e-3, optimizer="adam")
-        c.onet = _stage("onet", 600, (48, 16, 16, 32), 1e-3, optimizer="adam", alpha_landmarks=1.0)
+        c.rnet = _stage("rnet", 1_500, (192, 64, 64, 128), 1e-3, optimizer="adam")
+        c.onet = _stage("onet", 2_000, (48, 16, 16, 32), 1e-3, optimizer="adam", alpha_landmarks=1.0)
         for s in (c.rnet, c.onet):
             s.data.crops_per_landmark_face = 3
         c.mining.random_crops_per_face = 4

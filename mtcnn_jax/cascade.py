@@ -205,9 +205,44 @@ def _landmark_part(c, stage: str, indices, summary: dict) -> dict:
     return sp.concat(parts, SIZE[stage])
 
 
+def _proposal_key(config) -> str:
+    m = config.mining
+    return json.dumps({"min_face_size": m.min_face_size, "factor": m.factor, "pnet_threshold": m.pnet_threshold,
+                       "resize": m.resize}, sort_keys=True)
+
+
+def save_proposals(path: Path, cache: dict, key: str) -> None:
+    """P-Net proposals per image (``{gt path: float[N, 5]}``) → one ``.npz``, written atomically."""
+    names = sorted(cache)
+    arrays = [np.asarray(cache[n], np.float64).reshape(-1, 5) for n in names]
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, names=np.array(names, dtype=str), key=np.array(key),
+             counts=np.array([len(a) for a in arrays], np.int64),
+             boxes=np.concatenate(arrays) if arrays else np.zeros((0, 5)))
+    os.replace(tmp, path)
+
+
+def load_proposals(path: Path, key: str) -> dict:
+    """:func:`save_proposals`' cache, or ``{}`` when absent or made with other P-Net settings."""
+    if not path.is_file():
+        return {}
+    with np.load(path) as z:
+        if str(z["key"]) != key:
+            return {}
+        parts = np.split(z["boxes"], np.cumsum(z["counts"])[:-1]) if len(z["counts"]) else []
+        return dict(zip(z["names"].tolist(), parts))
+
+
 def _mine_samples(config, workdir: Path, stage: str, progress: bool) -> dict:
-    """Mined windows for ``stage`` (rnet / onet) plus landmark windows, written as stores."""
+    """Mined windows for ``stage`` (rnet / onet) plus landmark windows, written as stores.
+
+    P-Net's proposals on the training images are kept in
+    ``rnet_samples/proposals.npz``; O-Net mining reads them instead of running
+    the same P-Net again.
+    """
     c = stage_config(config, stage)
+    cache_file = workdir / "rnet_samples" / "proposals.npz"
+    proposals = load_proposals(cache_file, _proposal_key(config))
     earlier = ("pnet",) if stage == "rnet" else ("pnet", "rnet")
     detector = mining.make_detector(trained_params(workdir, earlier), stage, config.mining)
     wider_dir = Path(c.data.root) / c.data.wider
@@ -224,11 +259,13 @@ def _mine_samples(config, workdir: Path, stage: str, progress: bool) -> dict:
         ltr, lva = sp.split(n_faces, c.data.val_every)
         idx, lidx = (wtr, ltr) if split == "train" else (wva, lva)
         mined = mining.mine(detector, stage, wider_dir, records, idx, c.seed, config.mining, c.data.min_face,
-                            line_of, str(gt), summary, progress)
+                            line_of, str(gt), summary, progress, proposals)
         summaries[split] = summary.to_dict()
         return sp.concat([mined, _landmark_part(c, stage, lidx, lm_summary)], SIZE[stage])
 
     counts = write_sets(workdir / f"{stage}_samples", stage, make)
+    if stage == "rnet" and proposals:
+        save_proposals(cache_file, proposals, _proposal_key(config))
     out = {"counts": counts, "mining": summaries}
     if lm_summary:
         out["landmarks"] = {"n_skipped_images": len(lm_summary["skipped_landmark_images"]), **lm_summary}

@@ -237,6 +237,7 @@ def mine(
     gt_file: str = "gt",
     summary: Optional[MiningSummary] = None,
     progress: bool = False,
+    proposal_cache: Optional[dict] = None,
 ) -> dict:
     """Mined samples of ``stage`` ("rnet" or "onet") from the WIDER images ``records[indices]``.
 
@@ -249,6 +250,11 @@ def mine(
     top-up for small sets or weak earlier stages whose proposals hold few
     positives, or none at all; not in the paper). Unreadable
     images are reported, skipped and counted in ``summary``.
+
+    ``proposal_cache``: a dict ``{image path in the gt file: P-Net proposals}``;
+    an image found in it skips P-Net, one missing is run and added. R-Net mining
+    fills it and O-Net mining reuses it (same trained P-Net, same settings), so
+    P-Net runs once per image for the whole recipe.
     """
     from tqdm import tqdm  # noqa: PLC0415
 
@@ -273,7 +279,12 @@ def mine(
             print(f"skipped: {msg}", file=sys.stderr)
             summary.skipped_images.append(msg)
             continue
-        cand = detector.proposals(image)
+        if proposal_cache is not None and r.path in proposal_cache:
+            cand = proposal_cache[r.path]
+        else:
+            cand = detector.proposals(image)
+            if proposal_cache is not None:
+                proposal_cache[r.path] = np.asarray(cand)
         if stage == "onet" and len(cand):
             cand = detector.refine(image, cand)
         faces = np.asarray(r.boxes, np.float64).reshape(-1, 4)
@@ -285,7 +296,7 @@ def mine(
         extra = int(getattr(m, "random_crops_per_face", 0))
         if extra and usable.any():  # optional top-up: random windows around the faces (samples.py's recipe)
             cut = sp.Cutting(size=size, negatives_per_image=extra, negatives_per_face=1, crops_per_face=extra,
-                             min_face=min_face, mirror=False)
+                             min_face=min_face, mirror=False, resize=m.resize)
             more = sp.cut_detection_samples(image, faces, usable, np.random.default_rng([seed, STAGE_CODE[stage], int(i), 1]),
                                             cut)
             summary.random_windows += len(more["type"])

@@ -126,10 +126,15 @@ def mirror_landmarks(t: np.ndarray) -> np.ndarray:
     return models.mirror_landmarks(np.asarray(t, np.float32))
 
 
-def cut(image: np.ndarray, window: np.ndarray, size: int) -> np.ndarray:
-    """The pixels of an integer ``window`` inside ``image`` resized to uint8[size, size, 3] (bilinear)."""
+def cut(image: np.ndarray, window: np.ndarray, size: int, method: str = "antialiased") -> np.ndarray:
+    """The pixels of an integer half-open ``window`` inside ``image`` resized to uint8[size, size, 3].
+
+    ``method``: :func:`mtcnn_jax.boxes.resize`'s; the default "antialiased" is
+    the detector's, so a training window looks like the crop the detector will
+    feed the network at test time (area averaging when shrinking).
+    """
     x1, y1, x2, y2 = (int(v) for v in window)
-    return cv2.resize(image[y1:y2, x1:x2], (size, size), interpolation=cv2.INTER_LINEAR)
+    return boxes_lib.resize(image[y1:y2, x1:x2], (size, size), method)
 
 
 def _inside(window, h, w) -> bool:
@@ -149,6 +154,7 @@ class Cutting(NamedTuple):
     crops_per_landmark_face: int = 3
     min_face: int = 20
     mirror: bool = True
+    resize: str = "antialiased"  # boxes.resize method of the crops: the detector's
 
 
 def _empty(size: int) -> dict:
@@ -199,9 +205,9 @@ def cut_detection_samples(
         if t is None or (only_negative and t != NEGATIVE):
             return
         if t == NEGATIVE:
-            rows.append((cut(image, window, c.size), NEGATIVE, np.zeros(4, np.float32), zeros10))
+            rows.append((cut(image, window, c.size, c.resize), NEGATIVE, np.zeros(4, np.float32), zeros10))
         elif usable[j]:
-            rows.append((cut(image, window, c.size), t, box_targets(window, faces[j]), zeros10))
+            rows.append((cut(image, window, c.size, c.resize), t, box_targets(window, faces[j]), zeros10))
 
     hi = min(h, w) // 2
     if hi > c.size:
@@ -259,7 +265,7 @@ def cut_landmark_samples(
         t = landmark_targets(window, points)
         if np.any(t < 0) or np.any(t > 1):
             continue
-        patch = cut(image, window, c.size)
+        patch = cut(image, window, c.size, c.resize)
         if c.mirror and rng.random() < 0.5:
             patch, t = patch[:, ::-1].copy(), mirror_landmarks(t)
         rows.append((patch, LANDMARK, np.zeros(4, np.float32), t))
