@@ -153,7 +153,7 @@ def _pnet_samples(config, workdir: Path, progress: bool) -> dict:
 
     def make(split):
         if not cache:
-            cache["train"], cache["val"] = sp.build(c.data, SIZE["pnet"], c.seed, skipped)
+            cache["train"], cache["val"] = sp.build(c.data, SIZE["pnet"], c.seed, skipped, progress=progress)
         return cache[split]
 
     counts = write_sets(workdir / "pnet_samples", "pnet", make)
@@ -187,22 +187,31 @@ def trained_params(workdir: Path, stages) -> dict:
 
 
 def _landmark_part(c, stage: str, indices, summary: dict) -> dict:
-    """Landmark windows of ``stage``'s size from the landmark list; unreadable images skipped and counted."""
-    root = Path(c.data.root)
-    lm_dir = root / c.data.landmarks
-    faces = sp.read_cuhk_list(lm_dir / c.data.landmark_list)[: c.data.landmark_faces]
+    """Landmark windows of ``stage``'s size from the landmark list (in ``c.data.landmark_format``).
+
+    Malformed list lines (``"file:line: reason"``) and unreadable images (``"image
+    path (list file:line): reason"``) are skipped, printed on stderr and collected in
+    ``summary``: ``skipped_landmark_lines`` (read once, counted in
+    ``n_skipped_landmark_lines``) and ``skipped_landmark_images``. Images are cut
+    over ``c.data.workers`` processes; the samples do not depend on their number.
+    """
+    import sys  # noqa: PLC0415
+
+    lm_dir = Path(c.data.root) / c.data.landmarks
+    lines: list = []
+    faces = sp.landmark_faces(c.data, lines)
+    if "skipped_landmark_lines" not in summary:  # the list is read for each split: report it once
+        summary["skipped_landmark_lines"] = lines
+        summary["n_skipped_landmark_lines"] = len(lines)
+        for msg in lines:
+            print(f"skipped: {msg}", file=sys.stderr)
+    images = summary.setdefault("skipped_landmark_images", [])
+    n_before = len(images)
     cut = sp.Cutting(size=SIZE[stage], crops_per_landmark_face=c.data.crops_per_landmark_face, mirror=c.data.mirror)
-    parts = []
-    for i in indices:
-        f = faces[int(i)]
-        try:
-            image = sp.load_rgb(lm_dir / f.path)
-        except Exception as err:  # noqa: BLE001
-            summary.setdefault("skipped_landmark_images", []).append(f"{lm_dir / f.path}: {err}")
-            continue
-        rng = np.random.default_rng([c.seed, 1, int(i)])
-        parts.append(sp.cut_landmark_samples(image, f.box, f.points, rng, cut))
-    return sp.concat(parts, SIZE[stage])
+    out = sp.landmark_samples(lm_dir, faces, indices, c.seed, cut, images, workers=c.data.workers)
+    for msg in images[n_before:]:
+        print(f"skipped: {msg}", file=sys.stderr)
+    return out
 
 
 def _proposal_key(config) -> str:

@@ -73,6 +73,9 @@ def base_config() -> ml_collections.ConfigDict:
             wider="widerface_train_mini",
             landmarks="mtfl_lfw_train_landmarks",
             landmark_list="cuhk_trainImageList_lfw.txt",  # 0-based points with face boxes
+            # Format of landmark_list (mtcnn_jax.data.landmarks): "cuhk", "mtfl" or
+            # "celeba" (landmark_list is then the folder holding CelebA's two lists).
+            landmark_format="cuhk",
             wider_images=640,
             landmark_faces=4151,
             val_every=10,  # every 10th image / face is held out
@@ -82,6 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
             crops_per_landmark_face=5,
             min_face=20,
             mirror=True,
+            workers=0,  # processes cutting samples; 0 = every core (the samples do not depend on it)
         )
     )
     return c
@@ -263,6 +267,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
               "crops_per_landmark_face"):
         number(f"data.{k}", 0, integer=True)
     number("data.val_every", 2, integer=True)
+    number("data.workers", 0, integer=True)
+    from mtcnn_jax.data.landmarks import FORMATS  # noqa: PLC0415
+
+    if config.data.landmark_format not in FORMATS:
+        _fail("data.landmark_format", config.data.landmark_format, f"one of {', '.join(FORMATS)}")
     number("data.min_face", 1, integer=True)
     return config
 

@@ -35,7 +35,16 @@ labelled by IoU. Landmark faces: ``crops_per_landmark_face`` windows around the
 annotated face box, kept when IoU > 0.65 and all five points fall inside,
 mirrored with probability 1/2 (left/right points swapped). Windows must lie
 inside the image. Everything is deterministic for a seed: each image gets its
-own generator ``np.random.default_rng([seed, kind, image index])``.
+own generator ``np.random.default_rng([seed, kind, image index])`` (kind 0 =
+WIDER image, 1 = landmark face), so the images can be cut in any order and over
+any number of processes (:func:`run_tasks`, ``config.data.workers``) and the
+sets, put back in image order, are the same arrays.
+
+Landmark faces come from a list in the CUHK, MTFL or CelebA format
+(:mod:`mtcnn_jax.data.landmarks`, chosen by ``config.data.landmark_format``).
+A malformed list line is reported as ``file:line: reason`` and an unreadable
+image as ``image path (list file:line): reason``; :func:`build` skips and
+reports both when asked to (its ``skipped`` argument).
 
 A sample set is a dict of NumPy arrays (the batch layout of :mod:`mtcnn_jax.train`):
 ``image`` uint8[N, size, size, 3] RGB, ``type`` int32[N] (:mod:`mtcnn_jax.losses`
@@ -45,6 +54,7 @@ codes), ``box`` float32[N, 4], ``landmarks`` float32[N, 10] (zeros where unused)
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
 
@@ -53,6 +63,7 @@ import numpy as np
 
 from mtcnn_jax import boxes as boxes_lib
 from mtcnn_jax import models
+from mtcnn_jax.data import landmarks as landmarks_lib
 from mtcnn_jax.data.wider import read_wider_gt
 from mtcnn_jax.errors import UserError
 from mtcnn_jax.losses import LANDMARK, NEGATIVE, PART, POSITIVE
@@ -274,39 +285,12 @@ def cut_landmark_samples(
 
 # ----------------------------------------------------------------------------- readers
 
-
-class LandmarkFace(NamedTuple):
-    path: str
-    box: Optional[np.ndarray]  # float64[4] half-open, or None (MTFL has no box)
-    points: np.ndarray  # float64[5, 2], 0-based (x, y)
-
-
-def read_cuhk_list(filename) -> list[LandmarkFace]:
-    """CUHK list lines ``path left right top bottom x1 y1 … x5 y5`` (0-based points).
-
-    The box is taken as half-open ``(left, top, right, bottom)``.
-    """
-    out = []
-    for line in Path(filename).read_text().splitlines():
-        f = line.split()
-        if not f:
-            continue
-        left, right, top, bottom = map(float, f[1:5])
-        pts = np.array(list(map(float, f[5:15])), np.float64).reshape(5, 2)
-        out.append(LandmarkFace(f[0], np.array([left, top, right, bottom]), pts))
-    return out
-
-
-def read_mtfl(filename) -> list[LandmarkFace]:
-    """MTFL lines ``path x1..x5 y1..y5 gender smile glasses pose``; 1-based → 0-based (−1)."""
-    out = []
-    for line in Path(filename).read_text().splitlines():
-        f = line.split()
-        if not f:
-            continue
-        v = np.array(list(map(float, f[1:11])), np.float64) - 1.0
-        out.append(LandmarkFace(f[0], None, np.stack([v[:5], v[5:]], axis=1)))
-    return out
+# The landmark list readers live in mtcnn_jax.data.landmarks (one policy for
+# malformed lines); these names are kept here for existing callers.
+LandmarkFace = landmarks_lib.LandmarkFace
+read_cuhk_list = landmarks_lib.read_cuhk_list
+read_mtfl = landmarks_lib.read_mtfl
+read_landmark_list = landmarks_lib.read_landmark_list
 
 
 def load_rgb(path) -> np.ndarray:
@@ -315,6 +299,135 @@ def load_rgb(path) -> np.ndarray:
     if bgr is None:
         raise UserError(f"{path}: cannot read image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def landmark_faces(data_config, skipped: Optional[list] = None) -> list[LandmarkFace]:
+    """The first ``data_config.landmark_faces`` faces of ``root / landmarks / landmark_list``.
+
+    Read in ``data_config.landmark_format`` ("cuhk" when absent; "celeba" takes the
+    folder of both lists, see :mod:`mtcnn_jax.data.landmarks`). ``skipped``: when a
+    list, malformed lines are reported there (``"file:line: reason"``) and skipped;
+    when None the first one raises. Faces must carry a box (windows are cut around
+    it): a format without one (MTFL, aligned CelebA) is a :class:`UserError`.
+    """
+    root = Path(os.path.expanduser(data_config.root))
+    fmt = data_config.get("landmark_format", "cuhk")
+    path = root / data_config.landmarks / data_config.landmark_list
+    faces = landmarks_lib.read_landmark_list(path, fmt, strict=skipped is None, skipped=skipped)
+    faces = faces[: data_config.landmark_faces]
+    if any(f.box is None for f in faces):
+        raise UserError(f"{path}: the {fmt!r} list has no face boxes, which landmark windows are cut around "
+                        "(use a list with boxes, e.g. the CUHK list of the same images)")
+    return faces
+
+
+# ----------------------------------------------------------------------------- parallel cutting
+#
+# Each image is one task, cut with its own generator (seed, kind, image index), so
+# the samples do not depend on which process cuts them or when: the results are
+# put back in task order and concatenated, giving the serial run's arrays exactly.
+# Workers are started with "spawn" (JAX runs threads in the parent; forking after
+# that is unsafe) and get chunks of tasks to keep the per-task overhead low.
+
+
+class _Task(NamedTuple):
+    """One image to cut (picklable: plain arrays and strings)."""
+
+    kind: int  # 0 detection (WIDER), 1 landmark face: the seed stream
+    index: int  # image / face index: the generator is default_rng([seed, kind, index])
+    path: str  # image file
+    where: str  # "list file:line" the image comes from ("" if unknown)
+    boxes: np.ndarray  # detection: float64[M, 4] half-open faces; landmark: float64[4] face box
+    extra: np.ndarray  # detection: bool[M] usable faces; landmark: float64[5, 2] points
+    seed: int
+    cutting: Cutting
+
+
+def _cut_task(t: _Task) -> tuple[Optional[dict], str, str]:
+    """``(samples, "", "")``, or ``(None, error, report)`` for an image that cannot be read."""
+    try:
+        image = load_rgb(t.path)
+    except (UserError, OSError, cv2.error) as err:
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = text.removeprefix(f"{t.path}: ")
+        return None, text, f"{t.path} ({t.where}): {reason}" if t.where else f"{t.path}: {reason}"
+    rng = np.random.default_rng([t.seed, t.kind, t.index])
+    if t.kind == 0:
+        return cut_detection_samples(image, t.boxes, t.extra, rng, t.cutting), "", ""
+    return cut_landmark_samples(image, t.boxes, t.extra, rng, t.cutting), "", ""
+
+
+def _cut_chunk(tasks: list) -> list:
+    return [_cut_task(t) for t in tasks]
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # the pool is the parallelism; OpenCV's own threads would oversubscribe
+
+
+def resolve_workers(workers: Optional[int]) -> int:
+    """Number of processes: ``workers``, or every core (``os.cpu_count()``) for 0 / None."""
+    if workers is None or int(workers) <= 0:
+        return os.cpu_count() or 1
+    return int(workers)
+
+
+def run_tasks(tasks: Sequence[_Task], workers: Optional[int] = 1, progress: bool = False,
+              desc: str = "samples") -> list:
+    """:func:`_cut_task` of every task, in task order, over ``workers`` processes.
+
+    ``workers``: 1 cuts in this process; 0 / None uses every core. A tqdm bar
+    counts images when ``progress`` and stderr is a terminal. The processes are
+    started with "spawn", which imports the caller's main script in each: a
+    script must keep its work under ``if __name__ == "__main__":`` (Python's
+    rule for spawn; the ``mtcnn-jax`` command and notebooks need nothing).
+    """
+    import concurrent.futures as cf  # noqa: PLC0415
+    import multiprocessing  # noqa: PLC0415
+
+    from tqdm import tqdm  # noqa: PLC0415
+
+    tasks = list(tasks)
+    n = len(tasks)
+    workers = max(1, min(resolve_workers(workers), n))
+    bar = tqdm(total=n, desc=desc, unit="img", dynamic_ncols=True, disable=not (progress and sys.stderr.isatty()))
+    try:
+        if workers == 1:
+            out = []
+            for t in tasks:
+                out.append(_cut_task(t))
+                bar.update(1)
+            return out
+        size = max(1, min(32, -(-n // (4 * workers))))  # ≥ 4 chunks per worker, ≤ 32 images each
+        chunks = [tasks[i : i + size] for i in range(0, n, size)]
+        results: list = [None] * len(chunks)
+        ctx = multiprocessing.get_context("spawn")
+        try:
+            with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+                pending = {pool.submit(_cut_chunk, c): k for k, c in enumerate(chunks)}
+                for fut in cf.as_completed(pending):
+                    k = pending[fut]
+                    results[k] = fut.result()
+                    bar.update(len(chunks[k]))
+        except cf.process.BrokenProcessPool:
+            raise UserError(f"a worker process cutting samples died (a script that cuts with workers ≠ 1 must run "
+                            f"its code under `if __name__ == \"__main__\":`; or set config.data.workers=1)") from None
+        return [r for part in results for r in part]
+    finally:
+        bar.close()
+
+
+def _collect(results: list, size: int, skipped: Optional[list]) -> dict:
+    """Concatenate task results; unreadable images go to ``skipped`` (or raise when it is None)."""
+    parts = []
+    for samples, error, report in results:
+        if samples is None:
+            if skipped is None:
+                raise UserError(error)
+            skipped.append(report)
+            continue
+        parts.append(samples)
+    return concat(parts, size)
 
 
 # ----------------------------------------------------------------------------- data sets
@@ -327,67 +440,77 @@ def split(n: int, val_every: int) -> tuple[np.ndarray, np.ndarray]:
     return idx[~val], idx[val]
 
 
+def _detection_tasks(wider_dir, records, indices, seed: int, c: Cutting, line_of: Optional[dict],
+                     gt_name: str) -> list[_Task]:
+    tasks = []
+    for i in indices:
+        r = records[int(i)]
+        boxes = np.asarray(r.boxes, np.float64).reshape(-1, 4)
+        wh = boxes[:, 2:] - boxes[:, :2]
+        usable = ~np.asarray(r.invalid, bool) & (np.min(wh, axis=1) >= c.min_face)
+        line = (line_of or {}).get(r.path)
+        where = f"{gt_name}:{line}" if line else ""
+        tasks.append(_Task(0, int(i), str(Path(wider_dir) / "images" / r.path), where, boxes, usable, seed, c))
+    return tasks
+
+
+def _landmark_tasks(landmark_dir, faces: Sequence[LandmarkFace], indices, seed: int, c: Cutting) -> list[_Task]:
+    tasks = []
+    for i in indices:
+        f = faces[int(i)]
+        box = np.asarray(f.box, np.float64)
+        tasks.append(_Task(1, int(i), str(Path(landmark_dir) / f.path), f.where, box,
+                           np.asarray(f.points, np.float64), seed, c))
+    return tasks
+
+
 def detection_samples(wider_dir, indices, seed: int, c: Cutting, records=None, skipped: Optional[list] = None,
-                      line_of: Optional[dict] = None, gt_name: str = "gt") -> dict:
+                      line_of: Optional[dict] = None, gt_name: str = "gt", workers: Optional[int] = 1,
+                      progress: bool = False) -> dict:
     """Samples cut from the WIDER images at ``indices`` of the gt file (in file order).
 
     ``records``: :class:`mtcnn_jax.data.wider.WiderRecord` list (read from the
     folder's ``*_bbx_gt.txt`` when None); boxes half-open, invalid faces flagged.
     ``skipped``: when a list, an unreadable image is reported there (``"path
     (gt_name:line): reason"``, the line from ``line_of``) and skipped instead of
-    raising.
+    raising. ``workers`` / ``progress``: :func:`run_tasks`; the samples do not
+    depend on ``workers``.
     """
     wider_dir = Path(wider_dir)
     if records is None:
         records = read_wider_gt(next(wider_dir.glob("*_bbx_gt.txt")))
-    parts = []
-    for i in indices:
-        r = records[int(i)]
-        try:
-            image = load_rgb(wider_dir / "images" / r.path)
-        except UserError as err:
-            if skipped is None:
-                raise
-            path, line = wider_dir / "images" / r.path, (line_of or {}).get(r.path)
-            reason = str(err).removeprefix(f"{path}: ")
-            skipped.append(f"{path} ({gt_name}:{line}): {reason}" if line else str(err))
-            continue
-        boxes = np.asarray(r.boxes, np.float64).reshape(-1, 4)
-        wh = boxes[:, 2:] - boxes[:, :2]
-        usable = ~np.asarray(r.invalid, bool) & (np.min(wh, axis=1) >= c.min_face)
-        rng = np.random.default_rng([seed, 0, int(i)])
-        parts.append(cut_detection_samples(image, boxes, usable, rng, c))
-    return concat(parts, c.size)
+    tasks = _detection_tasks(wider_dir, records, indices, seed, c, line_of, gt_name)
+    return _collect(run_tasks(tasks, workers, progress, f"cut {c.size}×{c.size}"), c.size, skipped)
 
 
 def landmark_samples(landmark_dir, faces: Sequence[LandmarkFace], indices, seed: int, c: Cutting,
-                     skipped: Optional[list] = None) -> dict:
-    """Landmark windows of ``faces[indices]``; ``skipped`` as in :func:`detection_samples`."""
-    parts = []
-    for i in indices:
-        f = faces[int(i)]
-        try:
-            image = load_rgb(Path(landmark_dir) / f.path)
-        except UserError as err:
-            if skipped is None:
-                raise
-            skipped.append(str(err))
-            continue
-        rng = np.random.default_rng([seed, 1, int(i)])
-        parts.append(cut_landmark_samples(image, f.box, f.points, rng, c))
-    return concat(parts, c.size)
+                     skipped: Optional[list] = None, workers: Optional[int] = 1, progress: bool = False) -> dict:
+    """Landmark windows of ``faces[indices]`` (images relative to ``landmark_dir``).
+
+    ``skipped``: when a list, an unreadable image is reported there as ``"image
+    path (list file:line): reason"`` and skipped instead of raising.
+    ``workers`` / ``progress`` as in :func:`detection_samples`.
+    """
+    tasks = _landmark_tasks(landmark_dir, faces, indices, seed, c)
+    return _collect(run_tasks(tasks, workers, progress, f"cut landmarks {c.size}×{c.size}"), c.size, skipped)
 
 
-def build(data_config, size: int, seed: int, skipped: Optional[dict] = None) -> tuple[dict, dict]:
+def build(data_config, size: int, seed: int, skipped: Optional[dict] = None,
+          progress: bool = True) -> tuple[dict, dict]:
     """Train and held-out sample sets from ``config.data`` (see configs/pnet.py).
 
     Uses the first ``wider_images`` images of the WIDER gt file and the first
-    ``landmark_faces`` lines of the CUHK list; every ``val_every``-th image / face
-    goes to the held-out set (so held-out samples come from other images).
+    ``landmark_faces`` faces of the landmark list (``landmark_list`` in
+    ``landmark_format``: :func:`landmark_faces`); every ``val_every``-th image /
+    face goes to the held-out set (so held-out samples come from other images).
+    Images are cut over ``data_config.workers`` processes (0 = every core) with
+    a progress bar on a terminal (``progress``); the sets do not depend on the
+    number of workers.
 
-    ``skipped``: when a dict, malformed gt lines (``"file:line: reason"``) and
-    unreadable images are skipped instead of raising, and reported in its lists
-    ``"lines"`` and ``"images"`` (also printed on stderr).
+    ``skipped``: when a dict, malformed gt / landmark lines (``"file:line:
+    reason"``) and unreadable images (``"path (list file:line): reason"``) are
+    skipped instead of raising, and reported in its lists ``"lines"`` and
+    ``"images"`` (also printed on stderr).
     """
     root = Path(os.path.expanduser(data_config.root))
     wider_dir = root / data_config.wider
@@ -410,14 +533,15 @@ def build(data_config, size: int, seed: int, skipped: Optional[dict] = None) -> 
     line_of = None
     if skipped is None:
         records = read_wider_gt(gt)[: data_config.wider_images]
+        faces = landmark_faces(data_config)
     else:
-        import sys  # noqa: PLC0415
         import warnings  # noqa: PLC0415
 
         from mtcnn_jax.data.wider import WiderFormatWarning  # noqa: PLC0415
 
         skipped.setdefault("lines", [])
         skipped.setdefault("images", [])
+        n_lines = len(skipped["lines"])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", WiderFormatWarning)
             records = read_wider_gt(gt, strict=False)[: data_config.wider_images]
@@ -425,29 +549,31 @@ def build(data_config, size: int, seed: int, skipped: Optional[dict] = None) -> 
         line_of = {}
         for k, text in enumerate(gt.read_text(encoding="utf-8", errors="replace").splitlines()):
             line_of.setdefault(text.strip().replace("\\", "/"), k + 1)
-        for msg in skipped["lines"]:
+        faces = landmark_faces(data_config, skipped["lines"])
+        for msg in skipped["lines"][n_lines:]:
             print(f"skipped: {msg}", file=sys.stderr)
-    faces = read_cuhk_list(lm_list)[: data_config.landmark_faces]
     wtr, wva = split(len(records), data_config.val_every)
     ltr, lva = split(len(faces), data_config.val_every)
+    # One pool for the four groups (train / held-out × WIDER / landmark faces), in the
+    # order the serial version cut them.
+    groups = [
+        _detection_tasks(wider_dir, records, wtr, seed, c, line_of, str(gt)),
+        _landmark_tasks(lm_dir, faces, ltr, seed, c),
+        _detection_tasks(wider_dir, records, wva, seed, c, line_of, str(gt)),
+        _landmark_tasks(lm_dir, faces, lva, seed, c),
+    ]
+    results = run_tasks([t for g in groups for t in g], data_config.get("workers", 0), progress,
+                        f"cut {size}×{size}")
     bad = None if skipped is None else skipped["images"]
     n_bad = 0 if bad is None else len(bad)
-    train, val = (
-        concat(
-            [
-                detection_samples(wider_dir, w, seed, c, records, bad, line_of, str(gt)),
-                landmark_samples(lm_dir, faces, lm, seed, c, bad),
-            ],
-            size,
-        )
-        for w, lm in ((wtr, ltr), (wva, lva))
-    )
+    sets, k = [], 0
+    for g in groups:
+        sets.append(_collect(results[k : k + len(g)], size, bad))
+        k += len(g)
     if bad is not None:
-        import sys  # noqa: PLC0415
-
         for msg in bad[n_bad:]:
             print(f"skipped: {msg}", file=sys.stderr)
-    return train, val
+    return concat(sets[:2], size), concat(sets[2:], size)
 
 
 def counts(samples: dict) -> dict:
