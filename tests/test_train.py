@@ -352,3 +352,40 @@ def test_merge_pretrained_keeps_fresh_heads_at_zero():
             np.testing.assert_array_equal(merged[layer][leaf], released[layer][leaf])
     assert not np.any(merged["landmarks"]["kernel"]) and merged["landmarks"]["kernel"].shape == (1, 1, 32, 10)
     assert set(merged) == set(fresh)
+
+
+def test_batches_hold_the_configured_mix_from_the_right_pools():
+    # A sample set whose types are interleaved and whose "box" column records each sample's
+    # own type, so a drawn batch can be checked both by index and by content.
+    from mtcnn_jax import config_utils, samples  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    types = rng.permutation(np.repeat(np.arange(4, dtype=np.int32), [500, 300, 200, 150]))
+    train_set = {"image": np.zeros((len(types), 12, 12, 3), np.uint8), "type": types,
+                 "box": np.repeat(types[:, None].astype(np.float32), 4, axis=1),
+                 "landmarks": np.zeros((len(types), 10), np.float32)}
+    index_by_type = [np.flatnonzero(train_set["type"] == c) for c in range(4)]
+    composition = dict(config_utils.base_config().batch)  # the paper's 3 : 1 : 1 : 2
+    assert composition == {"negative": 192, "positive": 64, "part": 64, "landmark": 128}
+    seen = []
+    for step in (0, 1, 17):
+        idx = train.sample_batch(index_by_type, composition, seed=3, step=step)
+        batch = {f: train_set[f][idx] for f in samples.FIELDS}
+        assert np.bincount(batch["type"], minlength=4).tolist() == [192, 64, 64, 128]
+        np.testing.assert_array_equal(batch["box"][:, 0], batch["type"])  # each drawn from its own type's pool
+        for code in range(4):  # pools large enough: drawn without replacement
+            drawn = idx[batch["type"] == code]
+            assert np.isin(drawn, index_by_type[code]).all() and len(np.unique(drawn)) == len(drawn)
+        assert batch["type"][:192].tolist() != [0] * 192  # shuffled, not laid out type by type
+        seen.append(idx)
+    np.testing.assert_array_equal(seen[0], train.sample_batch(index_by_type, composition, seed=3, step=0))
+    assert not np.array_equal(seen[0], seen[1])
+    # Two hosts draw half of each type each; a pool smaller than its share is drawn with replacement.
+    small = [index_by_type[0], index_by_type[1], index_by_type[2], index_by_type[3][:5]]
+    for process in (0, 1):
+        idx = train.sample_batch(small, {"negative": 6, "positive": 2, "part": 2, "landmark": 4}, seed=3, step=5,
+                                 process=process, n_processes=2)
+        assert np.bincount(train_set["type"][idx], minlength=4).tolist() == [3, 1, 1, 2]
+        assert np.isin(idx[train_set["type"][idx] == 3], small[3]).all()
+    idx = train.sample_batch(small, {"negative": 0, "positive": 0, "part": 0, "landmark": 40}, seed=3, step=5)
+    assert len(idx) == 40 and np.isin(idx, small[3]).all() and len(np.unique(idx)) == 5
