@@ -74,8 +74,85 @@ def test_batches_prefetch_in_order_and_surface_errors(tmp_path):
     got = list(store.batches(plan, prefetch=2))
     assert [len(b["type"]) for b in got] == [3, 2, 1]
     np.testing.assert_array_equal(got[1]["image"], store.get([5, 9])["image"])
-    with pytest.raises(Exception):
-        list(store.batches([[0], [10_000]]))  # index out of range is raised in the consumer
+    with pytest.raises(IndexError, match="index 10000 out of range"):
+        list(store.batches([[0], [10_000]]))  # raised in the consumer, when that batch is due
+    with pytest.raises(IndexError):
+        store.get([-1])
+
+
+COMPOSITION = {"negative": 12, "positive": 4, "part": 4, "landmark": 8}  # 3:1:1:2, as configs/pnet.py
+
+
+def _mix_plan(store, seed, steps):
+    from mtcnn_jax import train  # noqa: PLC0415  (the train loop's own draw)
+
+    by_type = store.index_by_type()
+    return [train.sample_batch(by_type, COMPOSITION, seed, step) for step in range(steps)]
+
+
+def test_batches_hold_the_train_mix_and_repeat_for_a_seed(tmp_path):
+    store = st.write_store(st.examples_from_arrays(_arrays(400, 12)), tmp_path, "pnet")
+    a = list(store.batches(_mix_plan(store, seed=3, steps=6)))
+    for b in a:
+        counts = np.bincount(b["type"], minlength=4)
+        assert counts.tolist() == [12, 4, 4, 8]
+    again = list(st.SampleStore(tmp_path, "pnet").batches(_mix_plan(st.SampleStore(tmp_path, "pnet"), 3, 6)))
+    other = list(store.batches(_mix_plan(store, seed=4, steps=6)))
+    for name in st.FIELDS:
+        for x, y in zip(a, again):
+            np.testing.assert_array_equal(x[name], y[name])
+    assert any(not np.array_equal(x["image"], y["image"]) for x, y in zip(a, other))
+
+
+@pytest.mark.parametrize("prefetch, workers", [(1, 1), (3, 2), (8, 4)])
+def test_prefetch_delivers_the_batches_of_no_prefetch(tmp_path, prefetch, workers):
+    store = st.write_store(st.examples_from_arrays(_arrays(500, 12)), tmp_path, "pnet")
+    plan = _mix_plan(store, seed=0, steps=20)
+    plain = list(store.batches(plan, prefetch=0))
+    fetched = list(store.batches(iter(plan), prefetch=prefetch, workers=workers))
+    assert len(fetched) == len(plain) == 20
+    for x, y in zip(plain, fetched):
+        for name in st.FIELDS:
+            np.testing.assert_array_equal(x[name], y[name])
+    # stopping early leaves no thread reading behind
+    it = store.batches(plan, prefetch=prefetch, workers=workers)
+    next(it)
+    it.close()
+
+
+def test_decoding_matches_protobuf_and_falls_back_on_odd_records(tmp_path):
+    """The column-slicing decoder agrees with protobuf record by record, including records
+    that do not fit the layout (another length: a type code that needs a longer varint)."""
+    from tensorflow_datasets.proto import tf_example_pb2  # noqa: PLC0415
+
+    arrays = _arrays(40, 12)
+    store = st.write_store(st.examples_from_arrays(arrays), tmp_path, "pnet")
+    records = list(store._records(range(40)))
+    odd = tf_example_pb2.Example.FromString(records[5])
+    odd.features.feature["type"].int64_list.value[0] = 300  # two-byte varint: the record grows by one byte
+    records[5] = odd.SerializeToString()
+    layout = st._Layout.of(records[0], 12)
+    assert layout is not None and layout.spans["image"][1] - layout.spans["image"][0] == 432
+    fast = st.decode_records(records, 12, layout)
+    slow = st.decode_records(records, 12, None)  # protobuf for every record
+    for name in st.FIELDS:
+        np.testing.assert_array_equal(fast[name], slow[name])
+    assert fast["type"][5] == 300
+    assert st._Layout.of(b"not a record", 12) is None
+
+
+def test_store_is_a_plain_tfds_dataset(tmp_path):
+    """Readable by TFDS without this module's builder class: ``builder_from_directory``."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    arrays = _arrays(30, 12)
+    store = st.write_store(st.examples_from_arrays(arrays), tmp_path, "pnet")
+    source = tfds.builder_from_directory(str(tmp_path / "mtcnn_samples" / "pnet" / "1.0.0")).as_data_source()["train"]
+    ours = store.get(range(30))
+    for i in (0, 17, 29):
+        ex = source[i]
+        for name in st.FIELDS:
+            np.testing.assert_array_equal(np.asarray(ex[name]), ours[name][i])
 
 
 def test_wrong_shape_and_unknown_stage_are_refused(tmp_path):

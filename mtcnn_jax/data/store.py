@@ -18,14 +18,21 @@ write leaves nothing that looks finished, and a store that exists is reused
 (:func:`write_store` returns at once): generation is resumable per stage.
 
 Example order inside the files is TFDS's (it shuffles by key when writing); the
-train loop draws its own random indices (:meth:`SampleStore.get`) or iterates
-with :meth:`SampleStore.batches`.
+train loop draws its own random indices (:func:`mtcnn_jax.train.sample_batch`:
+the stage's type mix, deterministic for (seed, step)) and reads them with
+:meth:`SampleStore.get` or, prefetched by threads, :meth:`SampleStore.batches`.
+
+Reading speed (``benchmarks/store_throughput.py``, which prints these against the
+P-Net train step in one run): records are read with the array_record reader
+directly, set for random access, and decoded by slicing a batch's records as
+one byte array (:func:`decode_records`) instead of parsing each through
+protobuf and TFDS's feature decoding; the cascade itself loads its stores into
+memory (:meth:`SampleStore.load`) and trains from there.
 """
 
 from __future__ import annotations
 
 import functools
-import queue
 import threading
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, Mapping, Optional, Sequence
@@ -127,12 +134,169 @@ def examples_from_arrays(arrays: Mapping[str, np.ndarray]) -> Iterator[Dict[str,
         }
 
 
-class SampleStore:
-    """Random access to a written store: ``len(store)``, ``store.types``, ``store.get(indices)``.
+# ----------------------------------------------------------------------------- reading records fast
+#
+# Each record is a serialized ``tf.train.Example``. Every example of a store has
+# the same fields with the same fixed sizes, so (as long as the type code is a
+# one-byte varint, 0..127) every record has the same length and the same
+# protobuf tags and length prefixes at the same offsets: only the payload bytes
+# differ. :class:`_Layout` finds the payload offsets by walking one record's
+# wire format; a batch of records is then decoded by joining them into one
+# ``uint8[B, L]`` array and slicing columns. A record that does not match the
+# layout (other length, other structural bytes) is parsed with protobuf instead.
 
-    Reads go to the array_record files; :meth:`load` copies the whole store into
-    memory once (``len × (3·S² + 60)`` bytes: 0.5 GB for a million P-Net
-    samples), after which :meth:`get` is a NumPy gather.
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """The varint at ``buf[pos:]`` and the position after it."""
+    value, shift = 0, 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _len_fields(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """``(field number, payload start, payload end)`` of the length-delimited fields in ``buf[start:end]``.
+
+    Raises ValueError on any other wire type (none occurs in the records we write).
+    """
+    pos = start
+    while pos < end:
+        tag, pos = _varint(buf, pos)
+        if tag & 7 != 2:
+            raise ValueError(f"unexpected wire type {tag & 7}")
+        n, pos = _varint(buf, pos)
+        yield tag >> 3, pos, pos + n
+        pos += n
+    if pos != end:
+        raise ValueError("field runs past its message")
+
+
+class _Layout:
+    """Where each field's payload sits in a record: ``spans[name] = (start, end)`` byte offsets.
+
+    ``length``: the record length L; ``fixed``: int64[K], the offsets of the K
+    structural bytes (tags, lengths, feature names), ``template``: uint8[K] their
+    values. Built from one record; ``None`` from :meth:`of` when the record is
+    not the expected Example (then every record goes through protobuf).
+    """
+
+    # Feature kind of each field inside tf.train.Feature: 1 bytes_list, 2 float_list, 3 int64_list.
+    KIND = {"image": 1, "type": 3, "box": 2, "landmarks": 2}
+
+    def __init__(self, record: bytes, size: int):
+        want = {"image": 3 * size * size, "type": 1, "box": 16, "landmarks": 40}
+        spans = {}
+        (f, a, b), = _len_fields(record, 0, len(record))  # Example.features
+        if f != 1 or b != len(record):
+            raise ValueError("not an Example")
+        for f, ea, eb in _len_fields(record, a, b):  # Features.feature map entries
+            key = value = None
+            for g, ga, gb in _len_fields(record, ea, eb):
+                if g == 1:
+                    key = record[ga:gb].decode()
+                elif g == 2:
+                    value = (ga, gb)
+            if f != 1 or key not in self.KIND or value is None:
+                raise ValueError(f"unexpected feature {key!r}")
+            (kind, la, lb), = _len_fields(record, *value)  # Feature: the one list
+            if kind != self.KIND[key]:
+                raise ValueError(f"feature {key!r} has kind {kind}")
+            (g, va, vb), = _len_fields(record, la, lb)  # the list's (packed) values
+            if g != 1 or vb - va != want[key]:
+                raise ValueError(f"feature {key!r} holds {vb - va} bytes, expected {want[key]}")
+            spans[key] = (va, vb)
+        if set(spans) != set(FIELDS):
+            raise ValueError(f"fields {sorted(spans)}")
+        payload = np.zeros(len(record), bool)
+        for va, vb in spans.values():
+            payload[va:vb] = True
+        self.length = len(record)
+        self.spans = spans
+        self.fixed = np.flatnonzero(~payload)
+        self.template = np.frombuffer(record, np.uint8)[self.fixed].copy()
+
+    @classmethod
+    def of(cls, record: bytes, size: int) -> Optional["_Layout"]:
+        try:
+            return cls(record, size)
+        except (ValueError, IndexError, UnicodeDecodeError):
+            return None
+
+
+def _parse_records(records: Sequence[bytes], size: int, out: Dict[str, np.ndarray], rows: np.ndarray) -> None:
+    """Parse ``records`` with protobuf into rows ``rows`` of ``out`` (the general, slower path)."""
+    from tensorflow_datasets.proto import tf_example_pb2  # noqa: PLC0415
+
+    parse = tf_example_pb2.Example.FromString
+    for r, record in zip(rows, records):
+        f = parse(record).features.feature
+        out["image"][r] = np.frombuffer(f["image"].bytes_list.value[0], np.uint8).reshape(size, size, 3)
+        out["type"][r] = f["type"].int64_list.value[0]
+        out["box"][r] = f["box"].float_list.value
+        out["landmarks"][r] = f["landmarks"].float_list.value
+
+
+def decode_records(records: Sequence[bytes], size: int, layout: Optional[_Layout]) -> Dict[str, np.ndarray]:
+    """Serialized examples → ``image uint8[B, S, S, 3]``, ``type int32[B]``, ``box float32[B, 4]``,
+    ``landmarks float32[B, 10]`` (S = ``size``).
+
+    Records that match ``layout`` are decoded together by slicing one
+    ``uint8[B, L]`` array; the others one by one with protobuf.
+    """
+    n = len(records)
+    out = {
+        "image": np.empty((n, size, size, 3), np.uint8),
+        "type": np.empty(n, np.int32),
+        "box": np.empty((n, 4), np.float32),
+        "landmarks": np.empty((n, 10), np.float32),
+    }
+    fast = np.zeros(n, bool)
+    if layout is not None and n:
+        lengths = np.fromiter(map(len, records), np.int64, n)
+        same = lengths == layout.length
+        rows = np.flatnonzero(same)
+        if len(rows):
+            picked = records if len(rows) == n else [records[i] for i in rows]
+            raw = np.frombuffer(b"".join(picked), np.uint8).reshape(len(rows), layout.length)
+            ok = (raw[:, layout.fixed] == layout.template).all(axis=1)
+            t0 = layout.spans["type"][0]
+            ok &= raw[:, t0] < 0x80  # a one-byte varint
+            rows, raw = rows[ok], raw[ok]
+            fast[rows] = True
+
+            def col(name, dtype):
+                a, b = layout.spans[name]
+                return raw[:, a:b].copy().view(dtype)
+
+            out["image"][rows] = col("image", np.uint8).reshape(-1, size, size, 3)
+            out["type"][rows] = raw[:, t0]
+            out["box"][rows] = col("box", "<f4")
+            out["landmarks"][rows] = col("landmarks", "<f4")
+    slow = np.flatnonzero(~fast)
+    if len(slow):
+        _parse_records([records[i] for i in slow], size, out, slow)
+    return out
+
+
+class SampleStore:
+    """Random access to a written store: ``len(store)``, ``store.types``, ``store.get(indices)``, ``store.batches``.
+
+    Reads go to the array_record files: one ``ArrayRecordReader`` per shard,
+    opened for random access (the reader's own advice: no readahead, no reader
+    threads; a file buffer of a few KiB, not 32 KiB, since each record is one
+    small zstd chunk: 1.4× the random-read rate on a P-Net store), and the
+    records decoded with :func:`decode_records`. Parallelism comes from the
+    threads of :meth:`batches`. :meth:`load` copies
+    the whole store into memory once (``len × (3·S² + 60)`` bytes: 0.5 GB for a
+    million P-Net samples), after which :meth:`get` is a NumPy gather.
+
+    The files stay a plain TFDS dataset:
+    ``tfds.builder_from_directory(<data_dir>/mtcnn_samples/<stage>/1.0.0).as_data_source()``
+    reads them (so does :meth:`get_via_tfds`, the reference the tests compare with).
     """
 
     def __init__(self, data_dir, stage: str):
@@ -140,7 +304,19 @@ class SampleStore:
             raise FileNotFoundError(f"{Path(data_dir)}: no complete {stage} sample store")
         self.stage = stage
         self.size = STAGE_SIZE[stage]
-        self._source = _builder(Path(data_dir), stage).as_data_source()["train"]
+        builder = _builder(Path(data_dir), stage)
+        self._source = builder.as_data_source()["train"]  # TFDS's own decoding (reference, slow)
+        # (file, first record in it, record count) per shard, from TFDS's split metadata
+        self._shards = [(str(fi.filename), int(fi.skip), int(fi.take))
+                        for fi in builder.info.splits["train"].file_instructions]
+        self._ends = np.cumsum([take for _, _, take in self._shards])
+        self._options = "readahead_buffer_size:0,max_parallelism:0"
+        # one read from the file holds one record and its chunk header: 4 KiB (P-Net, R-Net), 8 KiB (O-Net)
+        self._buffer = max(4096, 1 << int(np.ceil(np.log2(3 * self.size**2 + 1024))))
+        self._readers: list = [None] * len(self._shards)
+        self._lock = threading.Lock()
+        self._layout: Optional[_Layout] = None
+        self._layout_known = False
         self._types: Optional[np.ndarray] = None
         self._memory: Optional[Dict[str, np.ndarray]] = None
 
@@ -149,25 +325,79 @@ class SampleStore:
         """Bytes the store takes in memory once loaded."""
         return len(self) * (3 * self.size * self.size + 4 * (1 + 4 + 10))
 
-    def load(self, chunk: int = 8192) -> "SampleStore":
-        """Read every example into memory (sequentially, in chunks); returns ``self``."""
-        if self._memory is None:
-            parts = [self._get_from_disk(range(i, min(i + chunk, len(self)))) for i in range(0, len(self), chunk)]
-            self._memory = {name: np.concatenate([p[name] for p in parts]) for name in FIELDS}
-            self._types = self._memory["type"]
-        return self
+    @property
+    def in_memory(self) -> bool:
+        """Whether :meth:`load` has run (reads are then served from memory)."""
+        return self._memory is not None
 
     def __len__(self) -> int:
-        return len(self._source)
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    # -- raw records
+
+    def _reader(self, shard: int):
+        if self._readers[shard] is None:
+            with self._lock:
+                if self._readers[shard] is None:
+                    from array_record.python import array_record_module  # noqa: PLC0415
+
+                    self._readers[shard] = array_record_module.ArrayRecordReader(
+                        self._shards[shard][0], self._options, file_reader_buffer_size=self._buffer)
+        return self._readers[shard]
+
+    def _records(self, indices) -> list:
+        """Serialized examples at ``indices`` (int[B]), in that order. IndexError when out of range."""
+        idx = np.asarray(indices, np.int64).reshape(-1)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
+            bad = idx[(idx < 0) | (idx >= len(self))][0]
+            raise IndexError(f"index {bad} out of range for a store of {len(self)} examples")
+        if len(self._shards) == 1:
+            return self._reader(0).read((idx + self._shards[0][1]).tolist())
+        shard = np.searchsorted(self._ends, idx, side="right")
+        out: list = [None] * len(idx)
+        for k in np.unique(shard):
+            rows = np.flatnonzero(shard == k)
+            first = self._ends[k] - self._shards[k][2]
+            got = self._reader(int(k)).read((idx[rows] - first + self._shards[k][1]).tolist())
+            for r, rec in zip(rows, got):
+                out[r] = rec
+        return out
+
+    def _range(self, begin: int, end: int) -> list:
+        """Serialized examples ``begin .. end-1`` (contiguous reads, shard by shard)."""
+        out, first = [], 0
+        for k, (_, skip, take) in enumerate(self._shards):
+            a, b = max(begin, first), min(end, first + take)
+            if a < b:
+                out += self._reader(k).read(a - first + skip, b - first + skip)
+            first += take
+        return out
+
+    def _decode(self, records: Sequence[bytes]) -> Dict[str, np.ndarray]:
+        if not self._layout_known and len(records):
+            self._layout = _Layout.of(records[0], self.size)
+            self._layout_known = True
+        return decode_records(records, self.size, self._layout)
+
+    # -- examples
+
+    def load(self, chunk: int = 8192) -> "SampleStore":
+        """Read every example into memory (contiguous chunks of ``chunk`` records); returns ``self``."""
+        if self._memory is None:
+            parts = [self._decode(self._range(i, min(i + chunk, len(self)))) for i in range(0, len(self), chunk)]
+            self._memory = {name: np.concatenate([p[name] for p in parts]) if parts else
+                            self._decode([])[name] for name in FIELDS}
+            self._types = self._memory["type"]
+        return self
 
     @property
     def types(self) -> np.ndarray:
         """int32[N], the type of every example (read once, then cached)."""
         if self._types is None:
             out = np.empty(len(self), np.int32)
-            for start in range(0, len(self), 4096):
-                chunk = self._read(range(start, min(start + 4096, len(self))))
-                out[start : start + len(chunk)] = [ex["type"] for ex in chunk]
+            for start in range(0, len(self), 8192):
+                end = min(start + 8192, len(self))
+                out[start:end] = self._decode(self._range(start, end))["type"]
             self._types = out
         return self._types
 
@@ -176,77 +406,59 @@ class SampleStore:
         t = self.types
         return {code: np.flatnonzero(t == code) for code in range(4)}
 
-    def _read(self, indices) -> list:
-        """Examples decoded by TFDS (slow, generic: one Python dict per example)."""
-        idx = [int(i) for i in indices]
-        getitems = getattr(self._source, "__getitems__", None)
-        return getitems(idx) if getitems else [self._source[i] for i in idx]
-
     def get(self, indices: Sequence[int]) -> Dict[str, np.ndarray]:
-        """The examples at ``indices``, stacked: ``image uint8[B, S, S, 3]``, ``type int32[B]``, …"""
+        """The examples at ``indices`` (int[B], repeats allowed), stacked in that order:
+        ``image uint8[B, S, S, 3]``, ``type int32[B]``, ``box float32[B, 4]``, ``landmarks float32[B, 10]``.
+
+        From memory after :meth:`load`, else from the files. IndexError when an index is out of range.
+        """
         if self._memory is not None:
             idx = np.asarray(indices, np.int64)
             return {name: arr[idx] for name, arr in self._memory.items()}
-        return self._get_from_disk(indices)
-
-    def _get_from_disk(self, indices: Sequence[int]) -> Dict[str, np.ndarray]:
-        """Reads the raw records and parses each ``tf.train.Example`` protobuf straight
-        into preallocated arrays, about 3× faster than TFDS's generic decoding
-        (:meth:`get_via_tfds`, which the tests compare it with).
-        """
-        from tensorflow_datasets.proto import tf_example_pb2
-
-        idx = [int(i) for i in indices]
-        raw = self._source.data_source.__getitems__(idx)
-        n, s = len(raw), self.size
-        image = np.empty((n, s * s * 3), np.uint8)
-        kind = np.empty(n, np.int32)
-        box = np.empty((n, 4), np.float32)
-        lms = np.empty((n, 10), np.float32)
-        parse = tf_example_pb2.Example.FromString
-        for i, record in enumerate(raw):
-            f = parse(record).features.feature
-            image[i] = np.frombuffer(f["image"].bytes_list.value[0], np.uint8)
-            kind[i] = f["type"].int64_list.value[0]
-            box[i] = f["box"].float_list.value
-            lms[i] = f["landmarks"].float_list.value
-        return {"image": image.reshape(n, s, s, 3), "type": kind, "box": box, "landmarks": lms}
+        return self._decode(self._records(indices))
 
     def get_via_tfds(self, indices: Sequence[int]) -> Dict[str, np.ndarray]:
-        """Same as :meth:`get`, decoded by TFDS itself (the reference for the fast path)."""
-        exs = self._read(indices)
+        """Same as :meth:`get`, read and decoded by TFDS itself (the reference for the fast path; slow)."""
+        idx = [int(i) for i in indices]
+        exs = self._source.__getitems__(idx)
         return {name: np.stack([np.asarray(ex[name]) for ex in exs]) for name in FIELDS}
 
-    def batches(self, index_batches: Iterable[Sequence[int]], prefetch: int = 4) -> Iterator[Dict[str, np.ndarray]]:
-        """Read the batches named by ``index_batches`` in a background thread, ``prefetch`` ahead.
+    def batches(self, index_batches: Iterable[Sequence[int]], prefetch: int = 4,
+                workers: int = 2) -> Iterator[Dict[str, np.ndarray]]:
+        """``get(idx)`` for each ``idx`` of ``index_batches``, in that order, read ``prefetch`` batches ahead.
 
-        The train loop decides which indices form each batch (e.g. a fixed
-        composition per type, deterministic per step); this only overlaps the
-        reading with the train step.
+        The caller decides which indices form each batch (the train loop draws a
+        fixed composition per type, deterministic per step:
+        :func:`mtcnn_jax.train.sample_batch`); this overlaps the reading with
+        the consumer. Up to ``prefetch`` batches are read ahead by ``workers``
+        threads (the array_record reader and the decoding release the GIL for
+        most of the work); batches come out in the order of ``index_batches``
+        whatever the threads do, so the result equals ``prefetch=0`` (no thread,
+        each batch read when asked for). An error reading a batch is raised here,
+        when that batch is due.
         """
-        q: "queue.Queue" = queue.Queue(maxsize=max(1, prefetch))
-        done = object()
-        stop = threading.Event()
+        if prefetch <= 0:
+            for idx in index_batches:
+                yield self.get(idx)
+            return
+        import collections  # noqa: PLC0415
+        from concurrent import futures  # noqa: PLC0415
 
-        def work():
-            try:
-                for idx in index_batches:
-                    if stop.is_set():
-                        return
-                    q.put(self.get(idx))
-                q.put(done)
-            except BaseException as err:  # surfaced in the consumer
-                q.put(err)
-
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
+        pending: "collections.deque[futures.Future]" = collections.deque()
+        plan = iter(index_batches)
+        pool = futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix="store-read")
         try:
-            while True:
-                item = q.get()
-                if item is done:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            for idx in plan:
+                pending.append(pool.submit(self.get, idx))
+                if len(pending) >= prefetch:
+                    break
+            while pending:
+                batch = pending.popleft().result()
+                for idx in plan:  # refill: one batch submitted for each one handed out
+                    pending.append(pool.submit(self.get, idx))
+                    break
+                yield batch
         finally:
-            stop.set()
+            for f in pending:
+                f.cancel()
+            pool.shutdown(wait=True)
