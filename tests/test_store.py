@@ -178,3 +178,24 @@ def test_store_needs_no_tensorflow(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_reads_across_several_shards(tmp_path):
+    """Indices map to (shard, position) right when the split spans several files or file ranges
+    (TFDS file instructions); emulated here by cutting the one file into three ranges."""
+    store = st.write_store(st.examples_from_arrays(_arrays(40, 12)), tmp_path, "pnet")
+    want = store.get(range(40))
+    (path, skip, take), = store._shards
+    assert (skip, take) == (0, 40)
+    split = st.SampleStore(tmp_path, "pnet")
+    split._shards = [(path, 0, 7), (path, 7, 20), (path, 27, 13)]
+    split._ends = np.cumsum([7, 20, 13])
+    split._readers = [None] * 3
+    idx = [39, 0, 6, 7, 26, 27, 13, 6]
+    got = split.get(idx)
+    for name in st.FIELDS:
+        np.testing.assert_array_equal(got[name], want[name][idx])
+    np.testing.assert_array_equal(split.types, want["type"])
+    split.load(chunk=5)
+    for name in st.FIELDS:
+        np.testing.assert_array_equal(split.get(range(40))[name], want[name])
