@@ -290,9 +290,9 @@ class SampleStore:
     threads; a file buffer of a few KiB, not 32 KiB, since each record is one
     small zstd chunk: 1.4× the random-read rate on a P-Net store), and the
     records decoded with :func:`decode_records`. Parallelism comes from the
-    threads of :meth:`batches`. :meth:`load` copies
-    the whole store into memory once (``len × (3·S² + 60)`` bytes: 0.5 GB for a
-    million P-Net samples), after which :meth:`get` is a NumPy gather.
+    threads of :meth:`batches`. :meth:`load` copies the whole store into memory
+    once (``len × (3·S² + 60)`` bytes: 0.5 GB for a million P-Net samples), after
+    which :meth:`get` is a NumPy gather.
 
     The files stay a plain TFDS dataset:
     ``tfds.builder_from_directory(<data_dir>/mtcnn_samples/<stage>/1.0.0).as_data_source()``
@@ -307,7 +307,8 @@ class SampleStore:
         builder = _builder(Path(data_dir), stage)
         self._source = builder.as_data_source()["train"]  # TFDS's own decoding (reference, slow)
         # (file, first record in it, record count) per shard, from TFDS's split metadata
-        self._shards = [(str(fi.filename), int(fi.skip), int(fi.take))
+        self._shards = [(str(fi.filename), int(fi.skip),
+                         int(fi.take) if fi.take >= 0 else int(fi.examples_in_shard) - int(fi.skip))
                         for fi in builder.info.splits["train"].file_instructions]
         self._ends = np.cumsum([take for _, _, take in self._shards])
         self._options = "readahead_buffer_size:0,max_parallelism:0"
