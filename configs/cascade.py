@@ -29,10 +29,10 @@ Variants (``--config configs/cascade.py:VARIANT``)::
 * ``paper``: the full-scale recipe, for WIDER FACE train (12,880 images) +
   CelebA landmarks on GPUs — not run here. It expects
   ``$MTCNN_JAX_DATA/WIDER_train`` with ``images/`` and the gt file copied beside
-  it (``wider_face_split/wider_face_train_bbx_gt.txt``), a CUHK-format landmark
-  list (``path left right top bottom x1 y1 … x5 y5``; CelebA's
-  ``list_landmarks_*.txt`` + ``list_bbox_celeba.txt`` converted to it) in
-  ``$MTCNN_JAX_DATA/celeba``, and ``WIDER_val``. Sample counts follow the
+  it (``wider_face_split/wider_face_train_bbx_gt.txt``), CelebA as distributed
+  in ``$MTCNN_JAX_DATA/celeba`` (``img_celeba/``, ``list_landmarks_celeba.txt``,
+  ``list_bbox_celeba.txt``; read by :func:`mtcnn_jax.data.landmarks.read_celeba`),
+  and ``WIDER_val``. Sample counts follow the
   common open-source reproduction (≈ 1.4 M P-Net windows; R-Net / O-Net mined
   with thresholds 0.6 / 0.7), batches 3 : 1 : 1 : 2 as the paper, α 1 / 0.5 /
   0.5 for P-Net and R-Net and 1 / 0.5 / 1 for O-Net, OHEM 70 %.
@@ -116,8 +116,8 @@ def get_config(arg=None):
         c.onet = _stage("onet", 200_000, (192, 64, 64, 128), 0.01, alpha_landmarks=1.0)
         for s in (c.pnet, c.rnet, c.onet):
             s.data.wider = "WIDER_train"
-            s.data.landmarks = "celeba"
-            s.data.landmark_list = "celeba_cuhk_format.txt"
+            s.data.landmarks = "celeba"  # img_celeba/ + list_landmarks_celeba.txt + list_bbox_celeba.txt
+            s.data.landmark_format, s.data.landmark_list = "celeba", "."
             s.data.wider_images = 12_880
             s.data.landmark_faces = 202_599
             s.data.val_every = 50

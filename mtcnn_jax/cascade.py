@@ -258,7 +258,7 @@ def _mine_samples(config, workdir: Path, stage: str, progress: bool) -> dict:
     gt = mining.find_gt(wider_dir)
     summaries = {}
     lm_summary: dict = {}
-    n_faces = len(sp.read_cuhk_list(Path(c.data.root) / c.data.landmarks / c.data.landmark_list)[: c.data.landmark_faces])
+    n_faces = len(sp.landmark_faces(c.data, []))  # any list format; _landmark_part reports the bad lines
 
     def make(split):
         summary = mining.MiningSummary()

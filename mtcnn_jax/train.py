@@ -381,7 +381,8 @@ def train_and_evaluate(config, workdir, init: str = "scratch", progress: bool = 
 
     cache = workdir / "samples.npz"
     # What the cut samples depend on; a cache cut with other settings is cut again.
-    recipe = json.dumps({"data": config.data.to_dict(), "size": size, "seed": config.seed}, sort_keys=True)
+    data_key = {k: v for k, v in config.data.to_dict().items() if k != "workers"}  # workers: same samples
+    recipe = json.dumps({"data": data_key, "size": size, "seed": config.seed}, sort_keys=True)
     cached = samples.load(cache) if data is None and cache.exists() else None
     if data is not None:
         train_set, val_set = data
