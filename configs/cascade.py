@@ -11,19 +11,19 @@ Variants (``--config configs/cascade.py:VARIANT``)::
   0.451 / 0.746 / 0.790, all / ≥ 20 / ≥ 40). ``<workdir>/summary.json`` has the
   stage times, ``<workdir>/eval/metrics.json`` the AP.
 
-  Measured (2 CPU cores shared with other jobs, load average 8-10, niced): AP
-  0.199 / 0.394 / 0.462 — below the target. Stage times: P-Net samples 62 s,
-  P-Net 487 s (val accuracy 0.935, recall 0.80), R-Net mining 332 s (965k
-  proposals on 576 images), R-Net about 1,125 s (1,000 steps at 0.83 step/s;
-  val accuracy 0.948, recall at 0.7 only 0.59), O-Net mining 546 s, O-Net
-  633 s (600 steps; val accuracy 0.87, recall 0.67), eval 91 s: about 55
-  minutes. That run's R-Net followed the cosine schedule of a 4,000-step run
-  cut at 1,000 steps (then these values were set), and a stray second process
-  shared the cores during O-Net mining and training. The weak point is the
-  short R-Net / O-Net training (their recall at 0.7); on a free machine more
-  steps fit in the 45 minutes. The same cascade with R-Net / O-Net thresholds
-  0.4 instead of 0.7 (``--config.eval.thresholds=(0.6,0.4,0.4)``): 0.252 / 0.476
-  / 0.508 — chosen after looking at this very set, so not a clean result.
+  Measured at commit 0efaceb (2 CPU cores, otherwise idle except a niced
+  benchmark during the last third of O-Net training): AP 0.266 / 0.515 /
+  **0.579** (all / ≥ 20 / ≥ 40 px, default thresholds 0.6 / 0.7 / 0.7). Stage
+  times: P-Net samples 29 s, P-Net 136 s (12,000 steps; val accuracy 0.938,
+  recall 0.79), R-Net mining 90 s (762k proposals on 576 images), R-Net 477 s
+  (1,500 steps; val accuracy 0.957, recall 0.72), O-Net mining 67 s (P-Net's
+  proposals reused from R-Net mining), O-Net 971 s (2,000 steps; val accuracy
+  0.923, recall 0.83), eval 71 s: 1,841 s, **31 minutes**. What got it there
+  from the previous 0.462: R-Net / O-Net trained 1,500 / 2,000 steps instead of
+  1,000 / 600 (a stage-swap test had shown them to be the weak stages: the
+  trained P-Net with the authors' R/O-Net scored 0.765), and training windows
+  resized like the detector's crops (area averaging when shrinking) instead of
+  bilinear.
 * ``tiny``: the same pipeline on a handful of images and a few hundred steps
   (CI, tests/test_cascade.py): a few minutes on 2 cores; its AP means nothing.
 * ``paper``: the full-scale recipe, for WIDER FACE train (12,880 images) +

@@ -194,11 +194,10 @@ def read_gt(gt_file, summary: Optional[MiningSummary] = None):
 
 
 def find_gt(wider_dir) -> Path:
-    """The ``*_bbx_gt.txt`` file of a WIDER-format folder."""
-    found = sorted(Path(wider_dir).glob("*_bbx_gt*.txt"))
-    if not found:
-        raise FileNotFoundError(f"{wider_dir}: no *_bbx_gt*.txt file")
-    return found[0]
+    """The gt file of a WIDER-format folder: :func:`mtcnn_jax.data.wider.find_gt` (both layouts)."""
+    from mtcnn_jax.data.wider import find_gt as _find  # noqa: PLC0415
+
+    return _find(wider_dir)
 
 
 def make_detector(params: Mapping[str, dict], stage: str, mining_config):

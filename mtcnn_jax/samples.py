@@ -64,6 +64,7 @@ import numpy as np
 from mtcnn_jax import boxes as boxes_lib
 from mtcnn_jax import models
 from mtcnn_jax.data import landmarks as landmarks_lib
+from mtcnn_jax.data.wider import find_gt as find_wider_gt
 from mtcnn_jax.data.wider import read_wider_gt
 from mtcnn_jax.errors import UserError
 from mtcnn_jax.losses import LANDMARK, NEGATIVE, PART, POSITIVE
@@ -478,7 +479,7 @@ def detection_samples(wider_dir, indices, seed: int, c: Cutting, records=None, s
     """
     wider_dir = Path(wider_dir)
     if records is None:
-        records = read_wider_gt(next(wider_dir.glob("*_bbx_gt.txt")))
+        records = read_wider_gt(find_wider_gt(wider_dir))
     tasks = _detection_tasks(wider_dir, records, indices, seed, c, line_of, gt_name)
     return _collect(run_tasks(tasks, workers, progress, f"cut {c.size}×{c.size}"), c.size, skipped)
 
@@ -515,8 +516,9 @@ def build(data_config, size: int, seed: int, skipped: Optional[dict] = None,
     root = Path(os.path.expanduser(data_config.root))
     wider_dir = root / data_config.wider
     lm_dir = root / data_config.landmarks
-    gt = wider_dir / "wider_face_train_mini_bbx_gt.txt"
-    gt = gt if gt.exists() else next(iter(sorted(wider_dir.glob("*_bbx_gt.txt"))), gt)
+    if not wider_dir.is_dir():
+        raise UserError(f"training data not found: {wider_dir} (set config.data.root or MTCNN_JAX_DATA)")
+    gt = find_wider_gt(wider_dir)  # the shared layout or the official WIDER_train + wider_face_split
     lm_list = lm_dir / data_config.landmark_list
     for p in (gt, lm_list):
         if not p.exists():

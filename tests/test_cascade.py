@@ -148,3 +148,21 @@ def test_pnet_samples_skip_and_count_corrupt_image_and_bad_line(tmp_path, capsys
     err = capsys.readouterr().err
     assert "skipped:" in err and "2.jpg" in err and ":7:" in err
     assert not (tmp_path / "work" / "pnet").exists()  # stopped after the samples
+
+
+def test_proposal_cache_round_trip_and_key(tmp_path):
+    """O-Net mining reuses R-Net mining's P-Net proposals only when P-Net's settings are the same."""
+    a = np.array([[1.0, 2.0, 30.0, 31.0, 0.9], [5.0, 6.0, 20.0, 21.0, 0.7]])
+    cache = {"0--Parade/a.jpg": a, "1--Handshaking/b.jpg": np.zeros((0, 5))}
+    path = tmp_path / "proposals.npz"
+    cascade.save_proposals(path, cache, "key-1")
+    back = cascade.load_proposals(path, "key-1")
+    assert sorted(back) == sorted(cache)
+    np.testing.assert_array_equal(back["0--Parade/a.jpg"], a)
+    assert back["1--Handshaking/b.jpg"].shape == (0, 5)
+    assert cascade.load_proposals(path, "key-2") == {}  # other P-Net settings: run P-Net again
+    assert cascade.load_proposals(tmp_path / "absent.npz", "key-1") == {}
+    config = cmd.load("configs/cascade.py:tiny")
+    other = cmd.load("configs/cascade.py:tiny")
+    other.mining.pnet_threshold = 0.5
+    assert cascade._proposal_key(config) != cascade._proposal_key(other)

@@ -132,3 +132,27 @@ def test_shared_subset_counts(data_dir):
 def test_zero_faces_with_nonzero_dummy_line(tmp_path):
     with pytest.raises(WiderFormatError, match=r":3: 'a/x.jpg' has 0 faces: expected a dummy line"):
         read_wider_gt(_write(tmp_path, "a/x.jpg\n0\n1 2 3 4 0 0 0 0 0 0\n"))
+
+
+def test_find_gt_in_both_layouts(tmp_path):
+    from mtcnn_jax.data.wider import find_gt  # noqa: PLC0415
+    from mtcnn_jax.errors import UserError  # noqa: PLC0415
+
+    # the shared layout: the gt file inside the image folder
+    shared = tmp_path / "widerface_train_mini"
+    (shared / "images").mkdir(parents=True)
+    (shared / "wider_face_train_mini_bbx_gt.txt").write_text("a.jpg\n0\n0 0 0 0 0 0 0 0 0 0\n")
+    assert find_gt(shared) == shared / "wider_face_train_mini_bbx_gt.txt"
+    # the official release: WIDER_train/images/... and wider_face_split/ beside it, the split by folder name
+    (tmp_path / "WIDER_train" / "images").mkdir(parents=True)
+    (tmp_path / "WIDER_val" / "images").mkdir(parents=True)
+    split = tmp_path / "wider_face_split"
+    split.mkdir()
+    for name in ("wider_face_train_bbx_gt.txt", "wider_face_val_bbx_gt.txt"):
+        (split / name).write_text("a.jpg\n0\n0 0 0 0 0 0 0 0 0 0\n")
+    assert find_gt(tmp_path / "WIDER_train") == split / "wider_face_train_bbx_gt.txt"
+    assert find_gt(tmp_path / "WIDER_val") == split / "wider_face_val_bbx_gt.txt"
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    with pytest.raises(UserError, match="no WIDER gt file"):
+        find_gt(empty)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -222,3 +223,31 @@ def count_faces(records: Iterable[WiderRecord], min_size: float = 1) -> int:
     for r in records:
         total += int(np.sum(~r.invalid & (np.minimum(r.widths, r.heights) >= min_size)))
     return total
+
+
+def find_gt(wider_dir: str | os.PathLike) -> Path:
+    """The gt file of a WIDER-format image folder ``wider_dir`` (whose ``images/`` holds the pictures).
+
+    Looked for, in order: a ``*_bbx_gt*.txt`` inside ``wider_dir`` (the layout of
+    ``../shared/data``); the official release's layout, where ``wider_dir`` is
+    ``WIDER_<split>`` and the file is ``../wider_face_split/wider_face_<split>_bbx_gt.txt``
+    beside it; a ``wider_face_split/`` folder inside ``wider_dir``. Raises
+    :class:`UserError` naming the places tried.
+    """
+    wider_dir = Path(wider_dir)
+    tried = [wider_dir / "*_bbx_gt*.txt"]
+    found = sorted(wider_dir.glob("*_bbx_gt*.txt"))
+    if found:
+        return found[0]
+    name = wider_dir.name
+    if name.upper().startswith("WIDER_"):
+        split = name[len("WIDER_"):].lower()
+        official = wider_dir.parent / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt"
+        tried.append(official)
+        if official.is_file():
+            return official
+    inside = sorted((wider_dir / "wider_face_split").glob("*_bbx_gt*.txt"))
+    tried.append(wider_dir / "wider_face_split" / "*_bbx_gt*.txt")
+    if inside:
+        return inside[0]
+    raise UserError(f"{wider_dir}: no WIDER gt file (looked for {', '.join(str(t) for t in tried)})")
