@@ -45,6 +45,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from mtcnn_jax.errors import UserError
+from mtcnn_jax.data.wider import _is_number  # one number test for every list reader
 
 FORMATS = ("cuhk", "mtfl", "celeba")
 #: CelebA's landmark header, in file order (x, y per point).
@@ -101,19 +102,11 @@ def _numbers(fields: list[str]) -> list[float] | str:
     try:
         values = [float(v) for v in fields]
     except ValueError:
-        bad = next(v for v in fields if not _is_float(v))
+        bad = next(v for v in fields if not _is_number(v))
         return f"not a number: {bad!r}"
     if not all(math.isfinite(v) for v in values):
         return "a number is not finite"
     return values
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _lines(filename) -> list[tuple[int, list[str]]]:
@@ -123,6 +116,18 @@ def _lines(filename) -> list[tuple[int, list[str]]]:
     except OSError as err:
         raise UserError(f"{filename}: cannot read landmark list ({err.strerror or err})") from None
     return [(i + 1, line.split()) for i, line in enumerate(text.splitlines()) if line.strip()]
+
+
+def _row_values(problem, lineno: int, f: list[str], counts: tuple, expected: str) -> Optional[list]:
+    """The numbers after a row's first field, or None (reported) when the count or a number is wrong."""
+    if len(f) not in counts:
+        problem(lineno, f"expected {expected}, got {len(f)}")
+        return None
+    v = _numbers(f[1:])
+    if isinstance(v, str):
+        problem(lineno, v)
+        return None
+    return v
 
 
 def _box_problem(box) -> Optional[str]:
@@ -137,12 +142,8 @@ def read_cuhk_list(filename, strict: bool = True, skipped: Optional[list] = None
     problem = _Policy(filename, strict, skipped)
     out = []
     for lineno, f in _lines(filename):
-        if len(f) != 15:
-            problem(lineno, f"expected 15 fields 'path left right top bottom x1 y1 ... x5 y5', got {len(f)}")
-            continue
-        v = _numbers(f[1:])
-        if isinstance(v, str):
-            problem(lineno, v)
+        v = _row_values(problem, lineno, f, (15,), "15 fields 'path left right top bottom x1 y1 ... x5 y5'")
+        if v is None:
             continue
         left, right, top, bottom = v[:4]
         box = np.array([left, top, right, bottom], np.float64)
@@ -159,12 +160,8 @@ def read_mtfl(filename, strict: bool = True, skipped: Optional[list] = None) -> 
     problem = _Policy(filename, strict, skipped)
     out = []
     for lineno, f in _lines(filename):
-        if len(f) not in (11, 15):
-            problem(lineno, f"expected 15 fields 'path x1..x5 y1..y5 gender smile glasses pose' (or 11), got {len(f)}")
-            continue
-        v = _numbers(f[1:])
-        if isinstance(v, str):
-            problem(lineno, v)
+        v = _row_values(problem, lineno, f, (11, 15), "15 fields 'path x1..x5 y1..y5 gender smile glasses pose' (or 11)")
+        if v is None:
             continue
         xy = np.array(v[:10], np.float64) - 1.0
         out.append(LandmarkFace(f[0], None, np.stack([xy[:5], xy[5:]], axis=1), f"{os.fspath(filename)}:{lineno}"))
@@ -185,12 +182,8 @@ def _celeba_table(filename, header: tuple, n_values: int, problem: _Policy) -> d
         problem(header_no, f"expected the header {' '.join(header)!r}, got {' '.join(names)!r}")
     rows = {}
     for lineno, f in lines[2:]:
-        if len(f) != 1 + n_values:
-            problem(lineno, f"expected {1 + n_values} fields (image id and {n_values} numbers), got {len(f)}")
-            continue
-        v = _numbers(f[1:])
-        if isinstance(v, str):
-            problem(lineno, v)
+        v = _row_values(problem, lineno, f, (1 + n_values,), f"{1 + n_values} fields (image id and {n_values} numbers)")
+        if v is None:
             continue
         rows[f[0]] = (lineno, v)
     return rows
