@@ -11,14 +11,16 @@ Variants (``--config configs/cascade.py:VARIANT``)::
   0.451 / 0.746 / 0.790, all / ≥ 20 / ≥ 40). ``<workdir>/summary.json`` has the
   stage times, ``<workdir>/eval/metrics.json`` the AP.
 
-  Measured at commit 0efaceb (2 CPU cores, otherwise idle except a niced
-  benchmark during the last third of O-Net training): AP 0.266 / 0.515 /
-  **0.579** (all / ≥ 20 / ≥ 40 px, default thresholds 0.6 / 0.7 / 0.7). Stage
-  times: P-Net samples 29 s, P-Net 136 s (12,000 steps; val accuracy 0.938,
-  recall 0.79), R-Net mining 90 s (762k proposals on 576 images), R-Net 477 s
-  (1,500 steps; val accuracy 0.957, recall 0.72), O-Net mining 67 s (P-Net's
-  proposals reused from R-Net mining), O-Net 971 s (2,000 steps; val accuracy
-  0.923, recall 0.83), eval 71 s: 1,841 s, **31 minutes**. What got it there
+  Measured on a fresh clone at commit 00f8ad9 (2 CPU cores, otherwise idle;
+  ``/usr/bin/time`` around the command): AP 0.266 / 0.515 / **0.579** (all /
+  ≥ 20 / ≥ 40 px, default thresholds 0.6 / 0.7 / 0.7). Stage times: P-Net
+  samples 19 s (two worker processes), P-Net 122 s (12,000 steps; val accuracy
+  0.938, recall 0.79), R-Net mining 89 s (762k proposals on 576 images), R-Net
+  490 s (1,500 steps; val accuracy 0.957, recall 0.72), O-Net mining 74 s
+  (P-Net's proposals reused from R-Net mining), O-Net 802 s (2,000 steps; val
+  accuracy 0.923, recall 0.83), eval 70 s: 1,665 s of stages, **27 min 47 s**
+  wall with start-up, peak RSS 2.4 GB. The same AP came out of an earlier run at
+  0efaceb (serial cutting): the recipe is deterministic. What got it there
   from the previous 0.462: R-Net / O-Net trained 1,500 / 2,000 steps instead of
   1,000 / 600 (a stage-swap test had shown them to be the weak stages: the
   trained P-Net with the authors' R/O-Net scored 0.765), and training windows
