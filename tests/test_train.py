@@ -389,3 +389,22 @@ def test_batches_hold_the_configured_mix_from_the_right_pools():
         assert np.isin(idx[train_set["type"][idx] == 3], small[3]).all()
     idx = train.sample_batch(small, {"negative": 0, "positive": 0, "part": 0, "landmark": 40}, seed=3, step=5)
     assert len(idx) == 40 and np.isin(idx, small[3]).all() and len(np.unique(idx)) == 5
+
+
+def test_cut_averages_like_the_detectors_crops():
+    """Training windows are shrunk by area averaging (the detector's "antialiased" resize), not bilinear."""
+    block = np.zeros((6, 6), np.uint8)
+    block[0:3, 0:3] = 0
+    block[1, 1] = 9  # top-left 3×3 block: eight 0s and a 9 → mean 1
+    block[0:3, 3:6] = 3  # → 3
+    block[3:6, 0:3] = 9
+    block[4, 1] = 0  # eight 9s and a 0 → mean 8
+    block[3:6, 3:6] = 6  # → 6
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[1:7, 1:7, 0] = block
+    window = np.array([1, 1, 7, 7])  # half-open: pixels 1..6, shrunk 3× to 2×2
+    patch = samples.cut(image, window, 2)
+    np.testing.assert_array_equal(patch[..., 0], [[1, 3], [8, 6]])
+    assert not patch[..., 1:].any()
+    # bilinear (the old method) samples each block's centre pixel instead: 9, 3, 0, 6
+    np.testing.assert_array_equal(samples.cut(image, window, 2, "bilinear")[..., 0], [[9, 3], [0, 6]])
