@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -186,25 +187,29 @@ def trained_params(workdir: Path, stages) -> dict:
     return out
 
 
-def _landmark_part(c, stage: str, indices, summary: dict) -> dict:
-    """Landmark windows of ``stage``'s size from the landmark list (in ``c.data.landmark_format``).
+def _landmark_faces(c, summary: dict) -> list:
+    """The stage's landmark faces (any list format); malformed lines skipped, printed and counted.
 
-    Malformed list lines (``"file:line: reason"``) and unreadable images (``"image
-    path (list file:line): reason"``) are skipped, printed on stderr and collected in
-    ``summary``: ``skipped_landmark_lines`` (read once, counted in
-    ``n_skipped_landmark_lines``) and ``skipped_landmark_images``. Images are cut
-    over ``c.data.workers`` processes; the samples do not depend on their number.
+    ``summary`` gets ``skipped_landmark_lines`` (``"file:line: reason"``) and
+    ``n_skipped_landmark_lines``.
     """
-    import sys  # noqa: PLC0415
-
-    lm_dir = Path(c.data.root) / c.data.landmarks
     lines: list = []
     faces = sp.landmark_faces(c.data, lines)
-    if "skipped_landmark_lines" not in summary:  # the list is read for each split: report it once
-        summary["skipped_landmark_lines"] = lines
-        summary["n_skipped_landmark_lines"] = len(lines)
-        for msg in lines:
-            print(f"skipped: {msg}", file=sys.stderr)
+    summary["skipped_landmark_lines"], summary["n_skipped_landmark_lines"] = lines, len(lines)
+    for msg in lines:
+        print(f"skipped: {msg}", file=sys.stderr)
+    return faces
+
+
+def _landmark_part(c, stage: str, faces, indices, summary: dict) -> dict:
+    """Landmark windows of ``stage``'s size from ``faces[indices]`` (:func:`_landmark_faces`).
+
+    Unreadable images (``"image path (list file:line): reason"``) are skipped,
+    printed on stderr and collected in ``summary["skipped_landmark_images"]``.
+    Images are cut over ``c.data.workers`` processes; the samples do not depend
+    on their number.
+    """
+    lm_dir = Path(c.data.root) / c.data.landmarks
     images = summary.setdefault("skipped_landmark_images", [])
     n_before = len(images)
     cut = sp.Cutting(size=SIZE[stage], crops_per_landmark_face=c.data.crops_per_landmark_face, mirror=c.data.mirror)
@@ -258,26 +263,26 @@ def _mine_samples(config, workdir: Path, stage: str, progress: bool) -> dict:
     gt = mining.find_gt(wider_dir)
     summaries = {}
     lm_summary: dict = {}
-    n_faces = len(sp.landmark_faces(c.data, []))  # any list format; _landmark_part reports the bad lines
+    faces = _landmark_faces(c, lm_summary)  # read once for both splits
 
     def make(split):
         summary = mining.MiningSummary()
         records, line_of = mining.read_gt(gt, summary)
         records = records[: c.data.wider_images]
         wtr, wva = sp.split(len(records), c.data.val_every)
-        ltr, lva = sp.split(n_faces, c.data.val_every)
+        ltr, lva = sp.split(len(faces), c.data.val_every)
         idx, lidx = (wtr, ltr) if split == "train" else (wva, lva)
         mined = mining.mine(detector, stage, wider_dir, records, idx, c.seed, config.mining, c.data.min_face,
                             line_of, str(gt), summary, progress, proposals)
         summaries[split] = summary.to_dict()
-        return sp.concat([mined, _landmark_part(c, stage, lidx, lm_summary)], SIZE[stage])
+        return sp.concat([mined, _landmark_part(c, stage, faces, lidx, lm_summary)], SIZE[stage])
 
     counts = write_sets(workdir / f"{stage}_samples", stage, make)
     if stage == "rnet" and proposals:
         save_proposals(cache_file, proposals, _proposal_key(config))
     out = {"counts": counts, "mining": summaries}
     if lm_summary:
-        out["landmarks"] = {"n_skipped_images": len(lm_summary["skipped_landmark_images"]), **lm_summary}
+        out["landmarks"] = {"n_skipped_images": len(lm_summary.get("skipped_landmark_images", [])), **lm_summary}
     return out
 
 
