@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import warnings
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -43,7 +42,7 @@ import numpy as np
 
 from mtcnn_jax import boxes as bx
 from mtcnn_jax import samples as sp
-from mtcnn_jax.data.wider import WiderFormatWarning, read_wider_gt
+from mtcnn_jax.data.wider import read_wider_gt_skipping
 from mtcnn_jax.losses import NEGATIVE, PART, POSITIVE
 
 #: Crop side of the stage the mined windows train.
@@ -175,21 +174,12 @@ def read_gt(gt_file, summary: Optional[MiningSummary] = None):
 
     Each malformed line is reported on stderr and in ``summary.skipped_lines``.
     """
-    gt_file = Path(gt_file)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", WiderFormatWarning)
-        records = read_wider_gt(gt_file, strict=False)
-    for w in caught:
-        if issubclass(w.category, WiderFormatWarning):
-            msg = str(w.message)
-            print(f"skipped: {msg}", file=sys.stderr)
-            if summary is not None:
-                summary.skipped_lines.append(msg)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    line_of = {}
-    for i, line in enumerate(gt_file.read_text(encoding="utf-8", errors="replace").splitlines()):
-        line_of.setdefault(line.strip().replace("\\", "/"), i + 1)
+    lines: list = []
+    records, line_of = read_wider_gt_skipping(Path(gt_file), lines)
+    for msg in lines:
+        print(f"skipped: {msg}", file=sys.stderr)
+        if summary is not None:
+            summary.skipped_lines.append(msg)
     return records, line_of
 
 

@@ -65,7 +65,7 @@ from mtcnn_jax import boxes as boxes_lib
 from mtcnn_jax import models
 from mtcnn_jax.data import landmarks as landmarks_lib
 from mtcnn_jax.data.wider import find_gt as find_wider_gt
-from mtcnn_jax.data.wider import read_wider_gt
+from mtcnn_jax.data.wider import read_wider_gt, read_wider_gt_skipping
 from mtcnn_jax.errors import UserError
 from mtcnn_jax.losses import LANDMARK, NEGATIVE, PART, POSITIVE
 
@@ -537,20 +537,11 @@ def build(data_config, size: int, seed: int, skipped: Optional[dict] = None,
         records = read_wider_gt(gt)[: data_config.wider_images]
         faces = landmark_faces(data_config)
     else:
-        import warnings  # noqa: PLC0415
-
-        from mtcnn_jax.data.wider import WiderFormatWarning  # noqa: PLC0415
-
         skipped.setdefault("lines", [])
         skipped.setdefault("images", [])
         n_lines = len(skipped["lines"])
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", WiderFormatWarning)
-            records = read_wider_gt(gt, strict=False)[: data_config.wider_images]
-        skipped["lines"] += [str(w.message) for w in caught if issubclass(w.category, WiderFormatWarning)]
-        line_of = {}
-        for k, text in enumerate(gt.read_text(encoding="utf-8", errors="replace").splitlines()):
-            line_of.setdefault(text.strip().replace("\\", "/"), k + 1)
+        records, line_of = read_wider_gt_skipping(gt, skipped["lines"])
+        records = records[: data_config.wider_images]
         faces = landmark_faces(data_config, skipped["lines"])
         for msg in skipped["lines"][n_lines:]:
             print(f"skipped: {msg}", file=sys.stderr)

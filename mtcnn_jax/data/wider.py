@@ -217,6 +217,26 @@ def read_wider_gt(filename: str | os.PathLike, strict: bool = True) -> list[Wide
         return parse_wider_gt(f.read().splitlines(), filename=os.fspath(filename), strict=strict)
 
 
+def read_wider_gt_skipping(filename: str | os.PathLike, skipped: list) -> tuple[list[WiderRecord], dict[str, int]]:
+    """:func:`read_wider_gt` with ``strict=False``, each malformed line's ``"file:line: reason"`` added to ``skipped``.
+
+    Also returns ``{image path as in the file: its 1-based line number}``, so a
+    caller can name the gt line of an image it cannot read. Other warnings pass on.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", WiderFormatWarning)
+        records = read_wider_gt(filename, strict=False)
+    for w in caught:
+        if issubclass(w.category, WiderFormatWarning):
+            skipped.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    line_of: dict[str, int] = {}
+    for i, line in enumerate(Path(filename).read_text(encoding="utf-8", errors="replace").splitlines()):
+        line_of.setdefault(line.strip().replace("\\", "/"), i + 1)
+    return records, line_of
+
+
 def count_faces(records: Iterable[WiderRecord], min_size: float = 1) -> int:
     """Number of valid faces (``invalid == 0``) with ``min(w, h) >= min_size`` pixels."""
     total = 0
