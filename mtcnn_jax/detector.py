@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtcnn_jax import boxes as bx
-from mtcnn_jax import compilation, models, pretrained, pyramid
+from mtcnn_jax import compilation, inference, models, pretrained, pyramid
 from mtcnn_jax.errors import UserError
 
 
@@ -99,14 +99,24 @@ def _xla_options() -> dict:
     return {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
-def _jit(fn):
-    """``jax.jit(fn)`` with :func:`_xla_options`, decided at the first call (after the backend is up)."""
+def _tuned_networks() -> bool:
+    """Whether the networks run as :mod:`mtcnn_jax.inference`'s CPU formulations (CPU backend, unless
+    ``MTCNN_JAX_NETS=modules``) rather than as the ``flax.linen`` modules."""
+    return jax.default_backend() == "cpu" and os.environ.get("MTCNN_JAX_NETS", "") != "modules"
+
+
+def _jit(fn, tuned=None):
+    """``jax.jit`` of ``fn`` (or of ``tuned``, where :func:`_tuned_networks`) with :func:`_xla_options`.
+
+    Both are decided at the first call, once the backend is up.
+    """
     compiled = {}
 
     def call(*args):
         f = compiled.get("f")
         if f is None:
-            f = compiled["f"] = jax.jit(fn, compiler_options=_xla_options() or None)
+            body = tuned if tuned is not None and _tuned_networks() else fn
+            f = compiled["f"] = jax.jit(body, compiler_options=_xla_options() or None)
         return f(*args)
 
     call.cache_size = lambda: compiled["f"]._cache_size() if "f" in compiled else 0
@@ -148,10 +158,10 @@ def _onet_fn(params, crops_u8):
     return jax.nn.softmax(out.logits, axis=-1)[:, 1], out.box, out.landmarks
 
 
-_pnet_tiles = _jit(_pnet_tiles_fn)
-_pnet_forward = _jit(_pnet_level_fn)  # one whole level (reference path, used by tests)
-_rnet_forward = _jit(_rnet_fn)
-_onet_forward = _jit(_onet_fn)
+_pnet_tiles = _jit(_pnet_tiles_fn, inference.pnet)
+_pnet_forward = _jit(_pnet_level_fn)  # one whole level, the module (reference path, used by tests)
+_rnet_forward = _jit(_rnet_fn, inference.rnet)
+_onet_forward = _jit(_onet_fn, inference.onet)
 
 #: P-Net tile side (even) and tiles per call; R-Net and O-Net crops per call.
 #: Small fixed shapes: one program per network whatever the image sizes, and
