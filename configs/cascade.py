@@ -79,6 +79,9 @@ def get_config(arg=None):
             pnet_threshold=0.6,
             rnet_threshold=0.7,
             resize="antialiased",
+            # Each pyramid level resized from the image, as the authors do: the pyramid the recipe's
+            # numbers above were measured with ("chained", the detector's default, resizes fewer pixels).
+            pyramid="original",
         )
     )
     c.eval = ml_collections.ConfigDict(
@@ -88,6 +91,7 @@ def get_config(arg=None):
             min_face_size=20,  # MTCNN() defaults: the README's table of the authors' weights
             factor=0.709,
             thresholds=(0.6, 0.7, 0.7),
+            pyramid="original",  # as mining; MTCNN()'s default is "chained" (same AP on the authors' weights)
         )
     )
     variant = arg or "mini"

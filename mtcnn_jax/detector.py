@@ -37,6 +37,7 @@ import numpy as np
 from mtcnn_jax import boxes as bx
 from mtcnn_jax import compilation, inference, models, pretrained, pyramid
 from mtcnn_jax.errors import UserError
+from mtcnn_jax.pyramid import PYRAMID_MODES
 
 
 class Faces(NamedTuple):
@@ -440,6 +441,10 @@ class MTCNN:
       compilation_cache: turn on JAX's persistent compilation cache (in
         ``$MTCNN_JAX_CACHE_DIR``, default ``~/.cache/mtcnn_jax/jax``; see
         :mod:`mtcnn_jax.compilation`) so that later processes skip compiling.
+      pyramid: how the pyramid levels are made: "chained" (default: each level
+        resized from the level about twice its size, :func:`mtcnn_jax.pyramid.sources`;
+        about 9x fewer pixels resized, the same AP on WIDER FACE) or "original"
+        (each level from the image, as the authors do).
 
     Whatever the image sizes, the networks run in a fixed set of shapes (P-Net on
     packed 128×128 tiles, R-Net and O-Net on fixed crop batches): a process
@@ -456,6 +461,7 @@ class MTCNN:
         resize: str = "antialiased",
         weights: Union[None, str, os.PathLike, dict] = None,
         compilation_cache: bool = True,
+        pyramid: str = "chained",
     ):
         if compilation_cache:
             compilation.enable_persistent_cache()
@@ -467,6 +473,9 @@ class MTCNN:
             raise UserError("nms_thresholds must be four numbers")
         self.flip_landmarks = bool(flip_landmarks)
         self.resize = resize
+        if pyramid not in PYRAMID_MODES:
+            raise UserError(f"pyramid must be one of {', '.join(PYRAMID_MODES)}, got {pyramid!r}")
+        self.pyramid = pyramid
         params = _load_weights(weights)
         missing = [s for s in pretrained.STAGES if s not in params]
         if missing:
@@ -522,15 +531,24 @@ class MTCNN:
     # -- the stages over a group of images ------------------------------------
 
     def _proposals(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
-        sizes, owner = [], []  # every pyramid level of every image, and (image, scale) for each
+        sizes, owner, source = [], [], []  # every pyramid level of every image: size, (image, scale), source
         for k, image in enumerate(images):
             h, w = image.shape[:2]
-            for s in pyramid.scales(h, w, self.min_face_size, self.factor):
+            scales = pyramid.scales(h, w, self.min_face_size, self.factor)
+            first = len(sizes)
+            source += [first + j if j >= 0 else -1 for j in pyramid.sources(scales, self.factor, self.pyramid)]
+            for s in scales:
                 sizes.append(pyramid.level_size(h, w, s))
                 owner.append((k, s))
+        needed = set(source) - {-1}
+        made: dict = {}  # levels still to be resized from (each is the source of one later level)
 
         def make_level(i):
-            return pyramid.resize(images[owner[i][0]], sizes[i], self.resize)
+            src = images[owner[i][0]] if source[i] < 0 else made.pop(source[i])
+            level = pyramid.resize(src, sizes[i], self.resize)
+            if i in needed:
+                made[i] = level
+            return level
 
         found: List[list] = [[] for _ in images]
         for (k, s), (prob, reg) in zip(owner, _pnet_stream(self.params["pnet"], sizes, make_level)):

@@ -210,6 +210,7 @@ def make_detector(params: Mapping[str, dict], stage: str, mining_config):
         thresholds=(m.pnet_threshold, m.rnet_threshold, 0.7),
         resize=m.resize,
         weights=weights,
+        pyramid=getattr(m, "pyramid", "original"),
     )
 
 

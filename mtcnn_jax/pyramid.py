@@ -3,6 +3,11 @@
 A face of ``min_face_size`` pixels must shrink to P-Net's 12-pixel window, so the
 first scale is ``m = 12 / min_face_size``; each further level multiplies by
 ``factor``; levels stop once the shorter image side would fall below 12 pixels.
+
+The authors resize every level from the image itself. :func:`sources` gives the
+cheaper order the detector uses by default: each level from a level about twice
+its size, so that the work of resizing falls from ``levels × image`` pixels to
+about three images' worth (see :func:`sources`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,42 @@ def scales(height: int, width: int, min_face_size: float = 20.0, factor: float =
 def level_size(height: int, width: int, scale: float) -> Tuple[int, int]:
     """Size ``(ceil(h * s), ceil(w * s))`` of the pyramid level at ``scale``."""
     return int(math.ceil(height * scale)), int(math.ceil(width * scale))
+
+
+#: How each level is made: "chained" (from the level about twice its size, see
+#: :func:`sources`) or "original" (from the image, as the authors do).
+PYRAMID_MODES = ("chained", "original")
+
+
+def chain_step(factor: float) -> int:
+    """Levels between a level and the one it is resized from: ``max(1, round(log(1/2) / log(factor)))``.
+
+    The level that many steps up is about twice as large: 2 for the default 0.709
+    (0.709² = 0.503), 3 for 0.79 (0.493), 1 for 0.5, 7 for 0.9 (0.478).
+    """
+    return max(1, int(round(math.log(0.5) / math.log(float(factor)))))
+
+
+def sources(scales_: List[float], factor: float, mode: str = "chained") -> List[int]:
+    """For each level, the index of the level it is resized from, or -1 for the image itself.
+
+    ``mode="original"``: every level from the image (-1), as the authors do.
+    ``mode="chained"``: level ``k`` from level ``k - n`` (``n`` = :func:`chain_step`),
+    about twice its size, provided that level is not larger than the image
+    (scale ≤ 1: an enlarged level is never a source); otherwise from the image.
+    With the default resize (area averaging when shrinking) a chained level
+    averages over about the same footprint as one made from the image; on the
+    WIDER subset the detections keep their AP (``benchmarks/speed_README.md``).
+
+    E.g. scales 0.6, 0.425, 0.302, 0.214, 0.152 (factor 0.709) → -1, -1, 0, 1, 2;
+    scales 1.2, 0.851, 0.603 with factor 0.709 → -1, -1, 1 (level 0 is enlarged).
+    """
+    if mode not in PYRAMID_MODES:
+        raise ValueError(f"unknown pyramid mode {mode!r} (expected one of {PYRAMID_MODES})")
+    if mode == "original":
+        return [-1] * len(scales_)
+    n = chain_step(factor)
+    return [k - n if k >= n and scales_[k - n] <= 1.0 else -1 for k in range(len(scales_))]
 
 
 def resize(image: np.ndarray, size_hw: Tuple[int, int], method: str = "antialiased") -> np.ndarray:

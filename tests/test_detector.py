@@ -89,7 +89,7 @@ def test_blank_image_gives_empty_result(det):
     "kwargs, match",
     [({"factor": 1.0}, "factor"), ({"factor": 0}, "factor"), ({"thresholds": (0.6, 0.7)}, "thresholds"),
      ({"thresholds": (0.6, 0.7, 1.5)}, "thresholds"), ({"min_face_size": -3}, "min_face_size"),
-     ({"resize": "cubic"}, "resize")],
+     ({"resize": "cubic"}, "resize"), ({"pyramid": "bilinear"}, "pyramid")],
 )
 def test_invalid_settings_are_one_line_errors(kwargs, match):
     with pytest.raises(UserError, match=match) as err:
@@ -115,3 +115,13 @@ def test_flip_averaged_landmarks_stay_close(det, photo):
 
 def test_functional_detect_matches_class(photo, det):
     np.testing.assert_array_equal(detect(photo).boxes, det.detect(photo).boxes)
+
+
+def test_pyramid_from_the_image_finds_the_same_face(det, photo):
+    chained = det.detect(photo)
+    original = MTCNN(pyramid="original").detect(photo)
+    assert det.pyramid == "chained" and len(chained.boxes) == len(original.boxes) == 1
+    # Only P-Net sees the pyramid; R-Net and O-Net crop the image itself, so the same surviving
+    # proposal gives the same face to the last digit.
+    np.testing.assert_allclose(chained.boxes, original.boxes, atol=1e-3)
+    np.testing.assert_allclose(chained.landmarks, original.landmarks, atol=1e-3)

@@ -47,3 +47,75 @@ def test_buckets_are_bounded_and_cover():
     for n in range(12, 4097):
         assert n <= detector.bucket(n) < n + 16 or detector.bucket(n) <= n * 1.25
     assert [detector.batch_bucket(n) for n in (1, 16, 17, 100)] == [16, 16, 32, 128]
+
+
+def test_chain_step_is_the_level_about_twice_as_large():
+    # round(log 0.5 / log f): 0.709 → 2.015 → 2; 0.79 → 2.94 → 3; 0.5 → 1; 0.9 → 6.58 → 7; 0.3 → 0.58 → 1 (at least 1)
+    assert [pyramid.chain_step(f) for f in (0.709, 0.79, 0.5, 0.9, 0.3)] == [2, 3, 1, 7, 1]
+
+
+def test_sources_of_the_levels():
+    s = pyramid.scales(100, 120)  # 0.6, 0.425, 0.302, 0.214, 0.152
+    assert pyramid.sources(s, 0.709) == [-1, -1, 0, 1, 2]
+    assert pyramid.sources(s, 0.709, "original") == [-1] * 5
+    # min face 10 → m = 1.2: short sides 48, 34, 24.1, 17.1, 12.1; level 2's source would be level 0, enlarged → the image
+    s = pyramid.scales(40, 40, min_face_size=10)
+    np.testing.assert_allclose(s, [1.2 * 0.709**k for k in range(5)])
+    assert pyramid.sources(s, 0.709) == [-1, -1, -1, 1, 2]
+    assert pyramid.sources(s[:4], 0.79) == [-1] * 4  # step 3: level 3's source, level 0 (1.2), is enlarged
+    # factor 0.79, step 3: 0.6, 0.474, 0.374, 0.296, 0.234, 0.185, 0.146 (14.6 px; next 11.5 < 12)
+    s = pyramid.scales(100, 100, 20, 0.79)
+    assert len(s) == 7 and pyramid.sources(s, 0.79) == [-1, -1, -1, 0, 1, 2, 3]
+    with pytest.raises(ValueError, match="pyramid mode"):
+        pyramid.sources(s, 0.709, "bilinear")
+
+
+def _imresize_antialiased_bilinear(image, size_hw):
+    """The authors' resampling (Matlab ``imresize``, bilinear, antialiased when shrinking), separable, in NumPy.
+
+    Output pixel i (0-based) is centred on source coordinate u = (i + 0.5) / s - 0.5; weights are the
+    triangle kernel widened by 1 / s (support 2 / s), normalised, indices clamped at the borders.
+    """
+    out = image.astype(np.float64)
+    for axis, n_out in ((0, size_hw[0]), (1, size_hw[1])):
+        n_in = out.shape[axis]
+        s = n_out / n_in
+        u = (np.arange(n_out) + 0.5) / s - 0.5
+        j = np.arange(n_in)
+        w = np.maximum(0.0, 1.0 - np.abs(u[:, None] - j[None, :]) * min(s, 1.0))
+        w /= w.sum(axis=1, keepdims=True)
+        out = np.moveaxis(np.tensordot(w, np.moveaxis(out, axis, 0), axes=1), 0, axis)
+    return np.clip(np.rint(out), 0, 255)
+
+
+def test_antialiased_reference_by_hand():
+    # 1 × 4 → 1 × 2 (s = 1/2): output 0 is centred on u = 0.5, weights 1 - |u - j| / 2 for j = 0..3:
+    # 0.75, 0.75, 0.25, 0 → normalised 3/7, 3/7, 1/7; over 0, 70, 140, 210: (0 + 210 + 140) / 7 = 50.
+    row = np.array([[[0], [70], [140], [210]]], np.uint8)
+    assert _imresize_antialiased_bilinear(row, (1, 2))[0, :, 0].tolist() == [50, 160]
+
+
+def test_chained_levels_are_closer_to_the_authors_resampling():
+    """Chained levels (from the level two steps up) differ from levels averaged straight from the image,
+    but towards the authors' resampling: Matlab's antialiased bilinear kernel is wider than the box
+    that area averaging uses, and two boxes in a row are closer to it than one."""
+    from mtcnn_jax.io import load_image
+    from conftest import REPO
+
+    photo = load_image(REPO / "mtcnn_jax/assets/astronaut.jpg")
+    h, w = photo.shape[:2]
+    s = pyramid.scales(h, w)
+    src = pyramid.sources(s, 0.709)
+    chained, err_direct, err_chained = [], [], []
+    for k, scale in enumerate(s):
+        size = pyramid.level_size(h, w, scale)
+        chained.append(pyramid.resize(photo if src[k] < 0 else chained[src[k]], size))
+        direct = pyramid.resize(photo, size).astype(np.float64)
+        if k < 2:
+            np.testing.assert_array_equal(chained[k], direct)  # made from the image itself
+            continue
+        authors = _imresize_antialiased_bilinear(photo, size)
+        err_direct.append(np.abs(direct - authors).mean())
+        err_chained.append(np.abs(chained[k] - authors).mean())
+    assert len(err_chained) == len(s) - 2 >= 6
+    assert np.mean(err_chained) < 0.75 * np.mean(err_direct), (err_chained, err_direct)
