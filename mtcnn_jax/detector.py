@@ -443,7 +443,7 @@ class MTCNN:
         :mod:`mtcnn_jax.compilation`) so that later processes skip compiling.
       pyramid: how the pyramid levels are made: "chained" (default: each level
         resized from the level about twice its size, :func:`mtcnn_jax.pyramid.sources`;
-        about 9x fewer pixels resized, the same AP on WIDER FACE) or "original"
+        about 4x fewer pixels read, the same AP on WIDER FACE) or "original"
         (each level from the image, as the authors do).
 
     Whatever the image sizes, the networks run in a fixed set of shapes (P-Net on
