@@ -15,6 +15,10 @@ stream of image sizes compiles the same three programs (:func:`compiled_programs
 which JAX's persistent cache keeps across processes (:mod:`mtcnn_jax.compilation`),
 and work is dispatched as soon as it is ready, so the host resizes and crops
 while XLA computes. NMS compares only boxes that intersect (:func:`mtcnn_jax.boxes.nms`).
+On the CPU the networks run as :mod:`mtcnn_jax.inference` formulates them (pooling
+as slices, the 3-channel convolutions as matrix products; equal to the modules to
+1e-6), and each pyramid level is resized from the level about twice its size
+(:func:`mtcnn_jax.pyramid.sources`; ``pyramid="original"`` resizes each from the image).
 
 Usage::
 

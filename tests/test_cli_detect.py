@@ -130,7 +130,7 @@ def test_json_schema_rounding_and_summary(tmp_path, capsys, fake):
     }]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "x.png"]  # no temp file left
     assert fake.made == [{"min_face_size": 20.0, "factor": 0.709,
-                          "thresholds": (0.6, 0.7, 0.7), "weights": None}]
+                          "thresholds": (0.6, 0.7, 0.7), "weights": None, "pyramid": "chained"}]
 
 
 def test_json_to_stdout(tmp_path, capsys, fake):
@@ -146,10 +146,10 @@ def test_options_reach_the_detector(tmp_path, capsys, fake):
     weights.write_bytes(b"")
     image = good_image(tmp_path / "x.png")
     code, _, _ = run(capsys, image, "--min-face", "40", "--factor", "0.5",
-                     "--thresholds", "0.1,0.2,1", "--weights", weights)
+                     "--thresholds", "0.1,0.2,1", "--weights", weights, "--pyramid", "original")
     assert code == 0
     assert fake.made == [{"min_face_size": 40.0, "factor": 0.5,
-                          "thresholds": (0.1, 0.2, 1.0), "weights": str(weights)}]
+                          "thresholds": (0.1, 0.2, 1.0), "weights": str(weights), "pyramid": "original"}]
 
 
 # --------------------------------------------------------------------------- bad files
@@ -290,6 +290,7 @@ def test_grayscale_rgba_and_16bit_inputs_reach_the_detector_as_rgb8(tmp_path, ca
     (["--min-face", "inf"], "--min-face: expected a finite number, got 'inf'"),
     (["--max-megapixels", "0"], "--max-megapixels: must be positive"),
     (["--weights", "/nonexistent/w.msgpack"], "--weights: /nonexistent/w.msgpack: no such file or folder"),
+    (["--pyramid", "fast"], "--pyramid: expected 'chained' or 'original', got 'fast'"),
 ])
 def test_bad_options_give_one_line_and_exit_2(tmp_path, capsys, fake, argv, message):
     image = good_image(tmp_path / "x.png")

@@ -2,7 +2,7 @@
 
     mtcnn-jax detect PATH... [--json OUT] [--annotate DIR] [--min-face N]
                      [--factor F] [--thresholds a,b,c] [--weights FILE_OR_DIR]
-                     [--max-megapixels M]
+                     [--max-megapixels M] [--pyramid chained|original]
 
 Each PATH is an image file or a folder (searched recursively for .jpg, .jpeg,
 .png, .bmp, .webp, .tif, .tiff). For each image it prints ``<path>: <N> faces``,
@@ -66,6 +66,7 @@ class Settings(NamedTuple):
     thresholds: Tuple[float, float, float]
     weights: Optional[str]
     max_pixels: int
+    pyramid: str = "chained"
 
 
 def register(subparsers) -> None:
@@ -90,7 +91,15 @@ def register(subparsers) -> None:
                         "(default: the authors' weights shipped with the package)")
     p.add_argument("--max-megapixels", metavar="M", default=str(io.DEFAULT_MAX_PIXELS / 1e6),
                    help="refuse images larger than M megapixels, before decoding (default 100)")
+    add_pyramid_option(p)
     p.set_defaults(func=run)
+
+
+def add_pyramid_option(p) -> None:
+    """``--pyramid chained|original`` (see :class:`mtcnn_jax.MTCNN`), shared with ``evaluate``."""
+    p.add_argument("--pyramid", metavar="MODE", default="chained",
+                   help="how pyramid levels are made: 'chained' (default: each from the level about twice "
+                        "its size) or 'original' (each from the image, as the authors do)")
 
 
 # --------------------------------------------------------------------------- options
@@ -139,7 +148,10 @@ def parse_settings(args: argparse.Namespace) -> Settings:
     weights = args.weights
     if weights is not None and not os.path.exists(weights):
         raise UserError(f"--weights: {weights}: no such file or folder")
-    return Settings(min_face, factor, thresholds, weights, int(megapixels * 1e6))
+    pyramid = getattr(args, "pyramid", "chained")
+    if pyramid not in ("chained", "original"):
+        raise UserError(f"--pyramid: expected 'chained' or 'original', got {pyramid!r}")
+    return Settings(min_face, factor, thresholds, weights, int(megapixels * 1e6), pyramid)
 
 
 def make_detector(settings: Settings):
@@ -151,6 +163,7 @@ def make_detector(settings: Settings):
         factor=settings.factor,
         thresholds=settings.thresholds,
         weights=settings.weights,
+        pyramid=settings.pyramid,
     )
 
 

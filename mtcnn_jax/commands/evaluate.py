@@ -135,6 +135,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="P-Net, R-Net, O-Net thresholds (default 0.6,0.7,0.7)")
     p.add_argument("--max-megapixels", default=str(io.DEFAULT_MAX_PIXELS / 1e6), metavar="M",
                    help="refuse images larger than M megapixels (default 100)")
+    detect_cmd.add_pyramid_option(p)
 
 
 # --------------------------------------------------------------------------- running the detector
