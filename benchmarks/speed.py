@@ -360,7 +360,7 @@ def main(argv=None) -> int:
         print(
             f"stream of {args.stream} images of 100 sizes: {last['programs']} programs compiled "
             f"({first['programs']} after 100); RSS {first['rss_mb']:.0f} MB after 100, {last['rss_mb']:.0f} MB at the end "
-            f"(+{last['rss_mb'] - first['rss_mb']:.1f} MB); {args.stream / s['seconds']:.1f} images/s; peak {s['peak_rss_mb']:.0f} MB",
+            f"({last['rss_mb'] - first['rss_mb']:+.1f} MB); {args.stream / s['seconds']:.1f} images/s; peak {s['peak_rss_mb']:.0f} MB",
             flush=True,
         )
     results["load_end"] = load_avg()
@@ -389,7 +389,7 @@ def main(argv=None) -> int:
         print(f"- WIDER folder incl. decoding: {f['one_by_one']:.2f} images/s one by one, {f['lists_of_8']:.2f} in lists of 8")
     print(f"- peak RSS of this process: {results['ours_peak_rss_mb']:.0f} MB; programs compiled: {results['ours_programs']}")
     if args.stream:
-        print(f"- {args.stream} images of 100 random sizes: {last['programs']} programs; RSS +{last['rss_mb'] - first['rss_mb']:.1f} MB after the first 100")
+        print(f"- {args.stream} images of 100 random sizes: {last['programs']} programs; RSS {last['rss_mb'] - first['rss_mb']:+.1f} MB after the first 100")
     print(f"- load average: {results['load_start']} at the start, {results['load_end']} at the end ({os.cpu_count()} CPUs)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
