@@ -65,12 +65,13 @@ def sources(scales_: List[float], factor: float, mode: str = "chained") -> List[
     ``mode="chained"``: level ``k`` from level ``k - n`` (``n`` = :func:`chain_step`),
     about twice its size, provided that level is not larger than the image
     (scale ≤ 1: an enlarged level is never a source); otherwise from the image.
-    With the default resize (area averaging when shrinking) a chained level
-    averages over about the same footprint as one made from the image; on the
+    With the default resize (area averaging when shrinking) a chained level is two
+    box averages in a row instead of one: a smoother kernel, closer to the
+    authors' antialiased bilinear ``imResample`` (``tests/test_pyramid.py``); on the
     WIDER subset the detections keep their AP (``benchmarks/speed_README.md``).
 
     E.g. scales 0.6, 0.425, 0.302, 0.214, 0.152 (factor 0.709) → -1, -1, 0, 1, 2;
-    scales 1.2, 0.851, 0.603 with factor 0.709 → -1, -1, 1 (level 0 is enlarged).
+    scales 1.2, 0.851, 0.603, 0.428 (factor 0.709) → -1, -1, -1, 1 (level 0 is enlarged).
     """
     if mode not in PYRAMID_MODES:
         raise ValueError(f"unknown pyramid mode {mode!r} (expected one of {PYRAMID_MODES})")
