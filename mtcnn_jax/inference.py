@@ -37,7 +37,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mtcnn_jax.models import normalize
+from mtcnn_jax.models import _flatten_whc, ceil_pool_geometry, normalize
 
 
 def prelu(params, x):
@@ -51,11 +51,9 @@ def max_pool_ceil(x: jax.Array, window: int, stride: int) -> jax.Array:
     x: float32[N, H, W, C]. Output ``[N, ceil((H - window) / stride) + 1, …, C]``;
     the cells a last partial window lacks are -inf (ignored), as there.
     """
-    _, h, w, _ = x.shape
-    oh, ow = -(-(h - window) // stride) + 1, -(-(w - window) // stride) + 1
-    ph, pw = (oh - 1) * stride + window - h, (ow - 1) * stride + window - w
-    if ph > 0 or pw > 0:
-        x = jnp.pad(x, ((0, 0), (0, max(ph, 0)), (0, max(pw, 0)), (0, 0)), constant_values=-jnp.inf)
+    (oh, ph), (ow, pw) = (ceil_pool_geometry(n, window, stride) for n in x.shape[1:3])
+    if ph or pw:
+        x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), constant_values=-jnp.inf)
     rows = None
     for i in range(window):
         s = x[:, i : i + (oh - 1) * stride + 1 : stride]
@@ -89,11 +87,6 @@ def conv_patches(params, x: jax.Array) -> jax.Array:
 
 def dense(params, x: jax.Array) -> jax.Array:
     return x @ params["kernel"] + params["bias"]
-
-
-def _flatten_whc(x: jax.Array) -> jax.Array:
-    """NHWC features flattened in (W, H, C) order, as the released dense layers expect."""
-    return jnp.transpose(x, (0, 2, 1, 3)).reshape(x.shape[0], -1)
 
 
 def pnet_conv1_pool(params, x: jax.Array, valid_mask: jax.Array) -> jax.Array:

@@ -65,16 +65,23 @@ class PReLU(nn.Module):
         return jnp.where(x >= 0, x, alpha * x)
 
 
+def ceil_pool_geometry(n: int, window: int, stride: int):
+    """``(out, pad)`` of Caffe's ceil-rounded pooling along an axis of ``n`` cells.
+
+    ``out = ceil((n - window) / stride) + 1`` windows; ``pad`` cells (≥ 0) past the
+    end that the last, partial window lacks. E.g. (5, 2, 2) → (3, 1); (22, 3, 2) → (11, 1).
+    """
+    out = -(-(n - window) // stride) + 1
+    return out, max(0, (out - 1) * stride + window - n)
+
+
 def max_pool_ceil(x: jax.Array, window: int, stride: int) -> jax.Array:
     """Max pooling over H and W of NHWC ``x`` with Caffe's ceil rounding.
 
     Output size per axis is ``ceil((n - window) / stride) + 1``; the missing
     right/bottom cells of the last window are treated as -inf (ignored).
     """
-    pads = []
-    for n in x.shape[1:3]:
-        out = -(-(n - window) // stride) + 1
-        pads.append((0, max(0, (out - 1) * stride + window - n)))
+    pads = [(0, ceil_pool_geometry(n, window, stride)[1]) for n in x.shape[1:3]]
     return jax.lax.reduce_window(
         x,
         -jnp.inf,

@@ -59,6 +59,8 @@ def test_ceil_pooling_keeps_partial_window():
     assert out.tolist() == [[6, 8, 9], [16, 18, 19], [21, 23, 24]]
     # 3×3 stride 2 on 24 → ceil(21/2)+1 = 12 (R-Net's first pooling: 22 → 11)
     assert models.max_pool_ceil(jnp.zeros((1, 22, 22, 1)), 3, 2).shape == (1, 11, 11, 1)
+    # (windows, cells the last window lacks): 5 by 2/2 → 3, 1; 22 by 3/2 → 11, 1; 21 by 3/2 → 10, 0; 46 by 3/2 → 23, 1
+    assert [models.ceil_pool_geometry(*a) for a in [(5, 2, 2), (22, 3, 2), (21, 3, 2), (46, 3, 2)]] == [(3, 1), (11, 1), (10, 0), (23, 1)]
 
 
 def test_padded_pnet_equals_unpadded_on_valid_region(params):
