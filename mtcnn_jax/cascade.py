@@ -222,7 +222,7 @@ def _landmark_part(c, stage: str, faces, indices, summary: dict) -> dict:
 def _proposal_key(config) -> str:
     m = config.mining
     return json.dumps({"min_face_size": m.min_face_size, "factor": m.factor, "pnet_threshold": m.pnet_threshold,
-                       "resize": m.resize, "pyramid": getattr(m, "pyramid", "original")}, sort_keys=True)
+                       "resize": m.resize, "pyramid": mining.recipe_pyramid(m)}, sort_keys=True)
 
 
 def save_proposals(path: Path, cache: dict, key: str) -> None:
@@ -314,7 +314,7 @@ def evaluate_cascade(weights, eval_config, progress: bool = False) -> dict:
     if e.images:
         records = records[: e.images]
     det = MTCNN(min_face_size=e.min_face_size, factor=e.factor, thresholds=tuple(e.thresholds), weights=weights,
-                pyramid=getattr(e, "pyramid", "original"))
+                pyramid=mining.recipe_pyramid(e))
     preds = {}
     for r in tqdm(records, desc="eval", disable=not progress, dynamic_ncols=True):
         try:

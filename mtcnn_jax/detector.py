@@ -393,7 +393,7 @@ def as_rgb_uint8(image, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _check_settings(min_face_size, factor, thresholds, resize) -> Tuple[float, float, Tuple[float, float, float]]:
+def _check_settings(min_face_size, factor, thresholds, resize, pyramid) -> Tuple[float, float, Tuple[float, float, float]]:
     try:
         min_face_size = float(min_face_size)
         factor = float(factor)
@@ -408,6 +408,8 @@ def _check_settings(min_face_size, factor, thresholds, resize) -> Tuple[float, f
         raise UserError(f"thresholds must be three numbers in [0, 1], got {thresholds}")
     if resize not in bx.RESIZE_METHODS:
         raise UserError(f"resize must be one of {', '.join(bx.RESIZE_METHODS)}, got {resize!r}")
+    if pyramid not in PYRAMID_MODES:
+        raise UserError(f"pyramid must be one of {', '.join(PYRAMID_MODES)}, got {pyramid!r}")
     return min_face_size, factor, thresholds
 
 
@@ -470,15 +472,13 @@ class MTCNN:
         if compilation_cache:
             compilation.enable_persistent_cache()
         self.min_face_size, self.factor, self.thresholds = _check_settings(
-            min_face_size, factor, thresholds, resize
+            min_face_size, factor, thresholds, resize, pyramid
         )
         self.nms_thresholds = tuple(float(t) for t in nms_thresholds)
         if len(self.nms_thresholds) != 4:
             raise UserError("nms_thresholds must be four numbers")
         self.flip_landmarks = bool(flip_landmarks)
         self.resize = resize
-        if pyramid not in PYRAMID_MODES:
-            raise UserError(f"pyramid must be one of {', '.join(PYRAMID_MODES)}, got {pyramid!r}")
         self.pyramid = pyramid
         params = _load_weights(weights)
         missing = [s for s in pretrained.STAGES if s not in params]

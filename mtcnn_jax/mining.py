@@ -190,6 +190,15 @@ def find_gt(wider_dir) -> Path:
     return _find(wider_dir)
 
 
+def recipe_pyramid(config) -> str:
+    """A mining or evaluation config's ``pyramid``; "original" (each level from the image) where it has none.
+
+    The recipe keeps the authors' pyramid so that its measured numbers stay
+    reproducible; configs written before the setting existed mean the same.
+    """
+    return getattr(config, "pyramid", "original")
+
+
 def make_detector(params: Mapping[str, dict], stage: str, mining_config):
     """A :class:`mtcnn_jax.detector.MTCNN` running the stages before ``stage`` with ``params``.
 
@@ -210,7 +219,7 @@ def make_detector(params: Mapping[str, dict], stage: str, mining_config):
         thresholds=(m.pnet_threshold, m.rnet_threshold, 0.7),
         resize=m.resize,
         weights=weights,
-        pyramid=getattr(m, "pyramid", "original"),
+        pyramid=recipe_pyramid(m),
     )
 
 

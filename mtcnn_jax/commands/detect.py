@@ -52,6 +52,7 @@ from tqdm import tqdm
 from mtcnn_jax import io
 from mtcnn_jax.draw import annotate
 from mtcnn_jax.errors import ImageError, UserError
+from mtcnn_jax.pyramid import PYRAMID_MODES
 
 #: Smallest --min-face accepted, in pixels (see the module docstring).
 MIN_FACE_FLOOR = 6.0
@@ -66,7 +67,7 @@ class Settings(NamedTuple):
     thresholds: Tuple[float, float, float]
     weights: Optional[str]
     max_pixels: int
-    pyramid: str = "chained"
+    pyramid: str
 
 
 def register(subparsers) -> None:
@@ -148,9 +149,9 @@ def parse_settings(args: argparse.Namespace) -> Settings:
     weights = args.weights
     if weights is not None and not os.path.exists(weights):
         raise UserError(f"--weights: {weights}: no such file or folder")
-    pyramid = getattr(args, "pyramid", "chained")
-    if pyramid not in ("chained", "original"):
-        raise UserError(f"--pyramid: expected 'chained' or 'original', got {pyramid!r}")
+    pyramid = args.pyramid
+    if pyramid not in PYRAMID_MODES:
+        raise UserError(f"--pyramid: expected {' or '.join(map(repr, PYRAMID_MODES))}, got {pyramid!r}")
     return Settings(min_face, factor, thresholds, weights, int(megapixels * 1e6), pyramid)
 
 
