@@ -5,7 +5,7 @@
                                        [--json OUT]
 
 Prints one table: WIDER FACE AP per face-size setting (all valid, >= 20 px, >= 40 px;
-official protocol and 1,000-threshold sampling, ``mtcnn_jax.evaluation.wider``) on
+official protocol and 1,000-threshold sampling, ``mtcnn_jax.evaluation.wider_ap``) on
 ``widerface_val_subset``; on ``mtfl_aflw_test_landmarks`` the detection rate, the NME
 (inter-ocular, best detection per crop) and the failure rate (NME > 0.1); the median
 time per image on each set (the detector call only, image decoding excluded; each image
@@ -67,7 +67,7 @@ from mtcnn_jax.commands.evaluate import (  # noqa: E402
     wider_metrics,
 )
 from mtcnn_jax.data.wider import read_wider_gt  # noqa: E402
-from mtcnn_jax.evaluation.landmarks import read_mtfl  # noqa: E402
+from mtcnn_jax.evaluation.nme import read_mtfl  # noqa: E402
 from mtcnn_jax.evaluation.predictions import read_predictions  # noqa: E402
 
 WIDER_GT = "widerface_val_subset/wider_face_val_bbx_gt_subset.txt"

@@ -4,9 +4,9 @@
 
 1. Cuts the P-Net training samples of ``--config`` (default ``configs/pnet.py``:
    12×12 windows from ``widerface_train_mini`` and landmark faces from
-   ``mtfl_lfw_train_landmarks``, by :func:`mtcnn_jax.samples.build`, data from
+   ``mtfl_lfw_train_landmarks``, by :func:`mtcnn_jax.data.samples.build`, data from
    ``$MTCNN_JAX_DATA``) and writes them as a sample store (TFDS, array_record)
-   in a temporary folder, as the cascade does (:func:`mtcnn_jax.cascade.write_sets`).
+   in a temporary folder, as the cascade does (:func:`mtcnn_jax.recipe.write_sets`).
 2. Reads ``--batches`` batches of the train mix from it: indices drawn by
    :func:`mtcnn_jax.train.sample_batch`, exactly as the train loop draws them (the
    config's composition, 192/64/64/128 = 3:1:1:2 for P-Net, new random indices
@@ -44,7 +44,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from mtcnn_jax import config_utils, losses, models, samples, train
+from mtcnn_jax import config_utils, losses, models, train
+from mtcnn_jax.data import samples
 from mtcnn_jax.data import store as st
 from mtcnn_jax.errors import UserError
 

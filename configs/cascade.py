@@ -1,4 +1,4 @@
-"""The whole recipe: P-Net → mine → R-Net → mine → O-Net → WIDER AP (mtcnn_jax.cascade).
+"""The whole recipe: P-Net → mine → R-Net → mine → O-Net → WIDER AP (mtcnn_jax.recipe).
 
 Variants (``--config configs/cascade.py:VARIANT``)::
 

@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 from mtcnn_jax.align import align
 from mtcnn_jax.detector import MTCNN, Faces, detect
-from mtcnn_jax.io import load_image
+from mtcnn_jax.images import load_image
 from mtcnn_jax.pretrained import load_pretrained
 
 __all__ = ["MTCNN", "Faces", "detect", "align", "load_image", "load_pretrained", "__version__"]

@@ -1,21 +1,75 @@
-"""Box arithmetic of the cascade, on the host in NumPy: IoU, NMS, calibrate, square, crop.
+"""Box arithmetic of the cascade, on the host in NumPy: conventions, IoU, NMS, calibrate, square, crop.
 
-Two coordinate conventions appear in this module; every function says which it takes.
+Four box conventions meet in this package; :class:`BoxMode` names them and
+:func:`convert` maps between them, so that no caller shifts by ``±1`` by hand.
+Rows are ``float[N, 4]``:
 
-* **Inclusive** (the authors' code): ``float[N, 4]`` rows ``x1, y1, x2, y2`` name the
-  first and the last pixel column/row inside the box, so the width is
-  ``x2 - x1 + 1``. The cascade runs in this convention with the authors' 1-based
-  pixel indices, as their Matlab code does, so that every truncation and ``+1``
-  lands where theirs does.
-* **Half-open, 0-based** (what :mod:`mtcnn_jax.detector` returns, and WIDER FACE's
-  ``x2 = x + w``): ``x1, y1`` is the first pixel inside, ``x2, y2`` one past the
-  last, so the width is ``x2 - x1``. :func:`to_half_open` converts.
+* ``BoxMode.AUTHORS`` — the authors' Matlab code: ``x1, y1, x2, y2`` are the first
+  and last pixel column / row inside the box, counted from 1 (width
+  ``x2 - x1 + 1``). The cascade runs in this convention, so that every truncation
+  and ``+1`` lands where theirs does.
+* ``BoxMode.INCLUSIVE`` — the same, counted from 0 (what :func:`crop` takes).
+* ``BoxMode.HALF_OPEN`` — ``x1, y1`` the first pixel inside, ``x2, y2`` one past
+  the last, counted from 0 (width ``x2 - x1``). What the detector returns
+  (:class:`mtcnn_jax.faces.Faces`), WIDER FACE's ``x2 = x + w`` and the training
+  windows use it.
+* ``BoxMode.XYWH`` — ``x, y, w, h`` with a 0-based corner (the WIDER FACE and FDDB
+  text files).
+
+IoU takes the convention as ``inclusive``: True counts ``x2 - x1 + 1`` pixels
+(the authors' NMS; also the official WIDER FACE evaluation, which applies it to
+half-open boxes), False counts ``x2 - x1``.
 """
 
 from __future__ import annotations
 
+import enum
+
 import cv2
 import numpy as np
+
+
+class BoxMode(enum.Enum):
+    """The box conventions of the module docstring."""
+
+    AUTHORS = "authors"  # x1, y1, x2, y2; 1-based, inclusive
+    INCLUSIVE = "inclusive"  # x1, y1, x2, y2; 0-based, inclusive
+    HALF_OPEN = "half_open"  # x1, y1, x2, y2; 0-based, x2 / y2 one past the last pixel
+    XYWH = "xywh"  # x, y, w, h; 0-based corner
+
+
+def _to_half_open(b: np.ndarray, mode: BoxMode) -> np.ndarray:
+    if mode is BoxMode.HALF_OPEN:
+        return b
+    if mode is BoxMode.AUTHORS:
+        return b - np.array([1.0, 1.0, 0.0, 0.0])
+    if mode is BoxMode.INCLUSIVE:
+        return b + np.array([0.0, 0.0, 1.0, 1.0])
+    if mode is BoxMode.XYWH:
+        return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
+    raise ValueError(f"unknown box mode {mode!r}")
+
+
+def _from_half_open(b: np.ndarray, mode: BoxMode) -> np.ndarray:
+    if mode is BoxMode.HALF_OPEN:
+        return b
+    if mode is BoxMode.AUTHORS:
+        return b + np.array([1.0, 1.0, 0.0, 0.0])
+    if mode is BoxMode.INCLUSIVE:
+        return b - np.array([0.0, 0.0, 1.0, 1.0])
+    if mode is BoxMode.XYWH:
+        return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
+    raise ValueError(f"unknown box mode {mode!r}")
+
+
+def convert(boxes: np.ndarray, src: BoxMode, dst: BoxMode) -> np.ndarray:
+    """``boxes`` float[N, 4] in convention ``src`` → float64[N, 4] in ``dst`` (see :class:`BoxMode`).
+
+    E.g. the authors' ``(1, 1, 10, 10)`` (pixels 1..10) is ``(0, 0, 9, 9)``
+    INCLUSIVE, ``(0, 0, 10, 10)`` HALF_OPEN and ``(0, 0, 10, 10)`` XYWH.
+    """
+    b = np.array(boxes, np.float64).reshape(-1, 4)
+    return _from_half_open(_to_half_open(b, BoxMode(src)), BoxMode(dst))
 
 
 def area(boxes: np.ndarray) -> np.ndarray:
@@ -24,30 +78,36 @@ def area(boxes: np.ndarray) -> np.ndarray:
     return (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
 
 
-def iou(box: np.ndarray, boxes: np.ndarray, mode: str = "union", inclusive: bool = True) -> np.ndarray:
-    """Overlap of one ``box`` ``float[4]`` with each of ``boxes`` ``float[N, 4]``.
+def iou_matrix(a: np.ndarray, b: np.ndarray, mode: str = "union", inclusive: bool = True) -> np.ndarray:
+    """Overlap of every box of ``a`` float[N, 4] with every box of ``b`` float[M, 4] → float64[N, M].
 
-    ``inclusive=True``: inclusive boxes, widths ``x2 - x1 + 1`` (the authors'
-    convention); ``inclusive=False``: half-open boxes, widths ``x2 - x1``.
-    ``mode="union"``: intersection / union (IoU). ``mode="min"``: intersection /
-    the smaller of the two areas (the authors' "Min", used after O-Net).
-    Returns ``float[N]``; boxes that do not touch give 0.
+    ``inclusive=True``: widths ``x2 - x1 + 1`` (the authors' boxes; the official
+    WIDER FACE evaluation); ``inclusive=False``: widths ``x2 - x1`` (half-open
+    boxes). ``mode="union"``: intersection / union (IoU); ``mode="min"``:
+    intersection / the smaller area (the authors' "Min", used after O-Net).
+    Boxes that do not touch give 0. E.g. half-open ``(0, 0, 10, 10)`` and
+    ``(5, 0, 15, 10)``: 50 / 150 = 1/3; inclusive: 60 / 160 = 0.375.
     """
-    box = np.asarray(box, np.float64)
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     extra = 1.0 if inclusive else 0.0
-    iw = np.maximum(0.0, np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]) + extra)
-    ih = np.maximum(0.0, np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]) + extra)
+    a = np.asarray(a, np.float64).reshape(-1, 4)[:, None, :]
+    b = np.asarray(b, np.float64).reshape(-1, 4)[None, :, :]
+    iw = np.maximum(0.0, np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + extra)
+    ih = np.maximum(0.0, np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + extra)
     inter = iw * ih
-    a = (box[2] - box[0] + extra) * (box[3] - box[1] + extra)
-    b = (boxes[:, 2] - boxes[:, 0] + extra) * (boxes[:, 3] - boxes[:, 1] + extra)
+    area_a = (a[..., 2] - a[..., 0] + extra) * (a[..., 3] - a[..., 1] + extra)
+    area_b = (b[..., 2] - b[..., 0] + extra) * (b[..., 3] - b[..., 1] + extra)
     if mode == "union":
-        denom = a + b - inter
+        denom = area_a + area_b - inter
     elif mode == "min":
-        denom = np.minimum(a, b)
+        denom = np.minimum(area_a, area_b)
     else:
         raise ValueError(f"unknown overlap mode {mode!r} (expected 'union' or 'min')")
-    return inter / np.maximum(denom, 1e-12)
+    return np.where(inter > 0, inter / np.maximum(denom, 1e-12), 0.0)
+
+
+def iou(box: np.ndarray, boxes: np.ndarray, mode: str = "union", inclusive: bool = True) -> np.ndarray:
+    """Overlap of one ``box`` float[4] with each of ``boxes`` float[N, 4] → float64[N] (:func:`iou_matrix`)."""
+    return iou_matrix(np.asarray(box).reshape(1, 4), boxes, mode, inclusive)[0]
 
 
 #: Above this many candidate pairs :func:`nms` falls back to the reference loop (memory bound).
@@ -250,11 +310,9 @@ def crop_and_resize(image: np.ndarray, boxes: np.ndarray, size: int, method: str
 
 
 def to_half_open(boxes_1based: np.ndarray) -> np.ndarray:
-    """Inclusive 1-based boxes (the authors') → half-open 0-based ``x1, y1, x2, y2``.
+    """The authors' inclusive 1-based boxes → half-open 0-based: ``convert(b, AUTHORS, HALF_OPEN)``.
 
     A box covering 1-based pixels ``x1..x2`` covers 0-based pixels ``x1-1 .. x2-1``,
     i.e. ``[x1 - 1, x2)``: subtract 1 from ``x1`` and ``y1``, keep ``x2`` and ``y2``.
     """
-    out = np.array(boxes_1based, np.float64).reshape(-1, 4)
-    out[:, :2] -= 1
-    return out
+    return convert(boxes_1based, BoxMode.AUTHORS, BoxMode.HALF_OPEN)

@@ -376,7 +376,7 @@ def as_rgb_uint8(image, name: str = "image") -> np.ndarray:
 
     Accepts uint8 arrays [H, W, 3] (RGB), [H, W] or [H, W, 1] (grayscale,
     replicated) and [H, W, 4] (RGBA, composited on black: colour × alpha / 255,
-    rounded, as :func:`mtcnn_jax.io.load_image` does). Anything else raises
+    rounded, as :func:`mtcnn_jax.images.load_image` does). Anything else raises
     :class:`UserError` naming ``name``.
     """
     arr = np.asarray(image)

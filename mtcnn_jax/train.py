@@ -16,7 +16,7 @@ the same code the ``mtcnn-jax train`` command runs:
 
 Batches are dicts of host arrays: ``image`` uint8[B, S, S, 3] (RGB, S = 12 / 24 /
 48), ``type`` int32[B] (:mod:`mtcnn_jax.losses` codes), ``box`` float32[B, 4]
-and ``landmarks`` float32[B, 10] targets (see :mod:`mtcnn_jax.samples`).
+and ``landmarks`` float32[B, 10] targets (see :mod:`mtcnn_jax.data.samples`).
 
 Several hosts: call ``jax.distributed.initialize()`` first (``mtcnn-jax train
 --distributed``); the mesh then spans ``jax.devices()`` of all hosts, each host
@@ -360,14 +360,15 @@ def train_and_evaluate(config, workdir, init: str = "scratch", progress: bool = 
     (:func:`mtcnn_jax.pretrained.load_pretrained`), keeping fresh heads they lack.
     ``max_steps`` stops early (after that many steps of this call; testing).
     ``data=(train_set, val_set)`` trains on given sample sets (dicts of arrays as
-    :mod:`mtcnn_jax.samples` makes them, e.g. mined samples read from a
+    :mod:`mtcnn_jax.data.samples` makes them, e.g. mined samples read from a
     :class:`mtcnn_jax.data.store.SampleStore`) instead of cutting random windows;
     nothing is cut or cached then, and ``config.data`` is not used.
     """
     import orbax.checkpoint as ocp  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
-    from mtcnn_jax import config_utils, samples  # noqa: PLC0415
+    from mtcnn_jax import config_utils  
+    from mtcnn_jax.data import samples  # noqa: PLC0415
 
     config_utils.validate(config)
     workdir = Path(workdir).resolve()

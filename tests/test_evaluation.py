@@ -10,7 +10,7 @@ import pytest
 
 from mtcnn_jax.data.wider import parse_wider_gt, read_wider_gt
 from mtcnn_jax.errors import UserError
-from mtcnn_jax.evaluation.landmarks import (
+from mtcnn_jax.evaluation.nme import (
     cumulative_error_distribution,
     evaluate_landmarks,
     parse_mtfl,
@@ -22,7 +22,7 @@ from mtcnn_jax.evaluation.predictions import (
     parse_predictions,
     read_predictions,
 )
-from mtcnn_jax.evaluation.wider import (
+from mtcnn_jax.evaluation.wider_ap import (
     evaluate,
     evaluate_settings,
     iou_plus1,

@@ -8,7 +8,8 @@ import warnings
 import numpy as np
 import pytest
 
-from mtcnn_jax import config_utils, samples
+from mtcnn_jax import config_utils
+from mtcnn_jax.data import samples
 from mtcnn_jax.data import landmarks as lm
 from mtcnn_jax.data import tfds_sources
 from mtcnn_jax.errors import UserError

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from mtcnn_jax import boxes as bx
-from mtcnn_jax import mining
-from mtcnn_jax import samples as sp
+from mtcnn_jax.data import mining
+from mtcnn_jax.data import samples as sp
 from mtcnn_jax.losses import NEGATIVE, PART, POSITIVE
 
 MINING = types.SimpleNamespace(negative_iou=0.3, part_iou=0.4, positive_iou=0.65, negatives_per_image=3,
@@ -200,7 +200,7 @@ def test_mine_rejects_pnet_stage(tmp_path):
 def test_mining_with_the_authors_detector_on_a_wider_image(data_dir):
     """Real proposals (the authors' P-Net, then R-Net): each mined sample comes from one of the
     detector's windows, its label agrees with that window's IoU, its target maps it onto the face."""
-    from mtcnn_jax.io import load_image
+    from mtcnn_jax.images import load_image
 
     cfg = types.SimpleNamespace(**{**vars(MINING), "negatives_per_image": 10}, min_face_size=20, factor=0.709,
                                 pnet_threshold=0.6, rnet_threshold=0.7)

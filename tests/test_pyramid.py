@@ -99,7 +99,7 @@ def test_chained_levels_are_closer_to_the_authors_resampling():
     """Chained levels (from the level two steps up) differ from levels averaged straight from the image,
     but towards the authors' resampling: Matlab's antialiased bilinear kernel is wider than the box
     that area averaging uses, and two boxes in a row are closer to it than one."""
-    from mtcnn_jax.io import load_image
+    from mtcnn_jax.images import load_image
     from conftest import REPO
 
     photo = load_image(REPO / "mtcnn_jax/assets/astronaut.jpg")

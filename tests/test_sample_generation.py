@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from mtcnn_jax import boxes as boxes_lib
-from mtcnn_jax import cascade, config_utils, samples
+from mtcnn_jax import config_utils
+from mtcnn_jax import recipe
+from mtcnn_jax.data import samples
 from mtcnn_jax.errors import UserError
 from mtcnn_jax.losses import LANDMARK
 
@@ -111,14 +113,14 @@ def test_cascade_landmark_part_counts_what_it_skipped(tmp_path, capsys):
     c = _config(tmp_path, "unused", "celeba", ".", landmark_format="celeba", landmark_faces=10,
                 crops_per_landmark_face=1, mirror=False, workers=1)
     summary: dict = {}
-    faces = cascade._landmark_faces(c, summary)  # read once for both splits
-    out = cascade._landmark_part(c, "rnet", faces, np.array([0, 2]), summary)  # 000001 and the absent 000009
+    faces = recipe._landmark_faces(c, summary)  # read once for both splits
+    out = recipe._landmark_part(c, "rnet", faces, np.array([0, 2]), summary)  # 000001 and the absent 000009
     assert out["image"].shape == (1, 24, 24, 3) and out["type"].tolist() == [LANDMARK]
     assert summary["n_skipped_landmark_lines"] == 1 and summary["skipped_landmark_lines"][0].endswith(
         "list_landmarks_celeba.txt:6: expected 11 fields (image id and 10 numbers), got 3")
     assert len(summary["skipped_landmark_images"]) == 1
     assert summary["skipped_landmark_images"][0].endswith("list_landmarks_celeba.txt:5): cannot read image")
-    cascade._landmark_part(c, "rnet", faces, np.array([1, 3]), summary)  # the other split: lines not counted twice
+    recipe._landmark_part(c, "rnet", faces, np.array([1, 3]), summary)  # the other split: lines not counted twice
     assert summary["n_skipped_landmark_lines"] == 1 and len(summary["skipped_landmark_images"]) == 1
     err = capsys.readouterr().err
     assert err.count("skipped:") == 2 and "000009.jpg" in err

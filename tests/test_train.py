@@ -118,7 +118,7 @@ def test_eval_metrics_hand_checked():
 
 # ----------------------------------------------------------------------------- samples (P-Net windows)
 
-from mtcnn_jax import samples  # noqa: E402
+from mtcnn_jax.data import samples  # noqa: E402
 
 
 def test_iou_hand_worked():
@@ -357,7 +357,8 @@ def test_merge_pretrained_keeps_fresh_heads_at_zero():
 def test_batches_hold_the_configured_mix_from_the_right_pools():
     # A sample set whose types are interleaved and whose "box" column records each sample's
     # own type, so a drawn batch can be checked both by index and by content.
-    from mtcnn_jax import config_utils, samples  # noqa: PLC0415
+    from mtcnn_jax import config_utils  # noqa: PLC0415
+    from mtcnn_jax.data import samples  # noqa: PLC0415
 
     rng = np.random.default_rng(0)
     types = rng.permutation(np.repeat(np.arange(4, dtype=np.int32), [500, 300, 200, 150]))

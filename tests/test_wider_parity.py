@@ -13,8 +13,8 @@ from mtcnn_jax.boxes import iou
 from mtcnn_jax.data.wider import read_wider_gt
 from mtcnn_jax.detector import MTCNN
 from mtcnn_jax.evaluation.predictions import Detections, read_predictions
-from mtcnn_jax.evaluation.wider import evaluate_settings
-from mtcnn_jax.io import load_image
+from mtcnn_jax.evaluation.wider_ap import evaluate_settings
+from mtcnn_jax.images import load_image
 
 
 @pytest.fixture(scope="module")

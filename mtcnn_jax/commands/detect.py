@@ -49,7 +49,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from mtcnn_jax import io
+from mtcnn_jax import images
 from mtcnn_jax.draw import annotate
 from mtcnn_jax.errors import ImageError, UserError
 from mtcnn_jax.pyramid import PYRAMID_MODES
@@ -90,7 +90,7 @@ def register(subparsers) -> None:
     p.add_argument("--weights", metavar="FILE_OR_DIR",
                    help="msgpack params file, or a folder holding params.msgpack "
                         "(default: the authors' weights shipped with the package)")
-    p.add_argument("--max-megapixels", metavar="M", default=str(io.DEFAULT_MAX_PIXELS / 1e6),
+    p.add_argument("--max-megapixels", metavar="M", default=str(images.DEFAULT_MAX_PIXELS / 1e6),
                    help="refuse images larger than M megapixels, before decoding (default 100)")
     add_pyramid_option(p)
     p.set_defaults(func=run)
@@ -240,7 +240,7 @@ def output_name(relative: str, used: Set[str]) -> str:
     if not parts:
         parts = ["image"]
     stem, ext = os.path.splitext(parts[-1])
-    if not io.is_image_name(parts[-1]):
+    if not images.is_image_name(parts[-1]):
         stem, ext = parts[-1], ".png"
     k = 0
     while True:
@@ -299,7 +299,7 @@ def _collect(paths: Sequence[str], errors: List[ImageError], skip_under: Optiona
         is_dir = os.path.isdir(given)
         # The output folder inside this folder: its files are our own earlier output.
         skip = is_dir and skip_under is not None and _inside(skip_under, given)
-        for display, path in io.find_images([given], errors):
+        for display, path in images.find_images([given], errors):
             if is_dir:
                 if skip and _inside(path, skip_under):
                     continue
@@ -357,8 +357,8 @@ def run(args: argparse.Namespace) -> int:
     for item in tqdm(items, desc="detect", unit="image", file=sys.stderr,
                      disable=None if show_bar else True, leave=False):
         try:
-            with io.quiet_native_stderr():  # libjpeg/libpng warnings: our one line suffices
-                image = io.load_image(item.path, max_pixels=settings.max_pixels)
+            with images.quiet_native_stderr():  # libjpeg/libpng warnings: our one line suffices
+                image = images.load_image(item.path, max_pixels=settings.max_pixels)
         except ImageError as err:
             report(f"{item.display}: {err.reason}")
             continue

@@ -13,7 +13,7 @@
 (``wider_face_val_bbx_gt.txt`` format; image paths relative to ``--images``), or
 reads detections from ``--predictions`` (the ``detect --json`` format, or a dict
 with an ``"images"`` list), and computes the official WIDER FACE AP
-(:mod:`mtcnn_jax.evaluation.wider`) for the face-size settings all valid, >= 20 px
+(:mod:`mtcnn_jax.evaluation.wider_ap`) for the face-size settings all valid, >= 20 px
 and >= 40 px (``--sizes``), and for easy / medium / hard when their face lists are
 given (``<path> i1 i2 ...`` per line, 1-based face indices, a text form of the
 official ``wider_*_val.mat`` keep lists). It writes to DIR:
@@ -62,12 +62,12 @@ from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from mtcnn_jax import io
+from mtcnn_jax import images
 from mtcnn_jax.commands import detect as detect_cmd
 from mtcnn_jax.errors import ImageError, UserError
 from mtcnn_jax.evaluation import plots
-from mtcnn_jax.evaluation import landmarks as lm_eval
-from mtcnn_jax.evaluation import wider as wider_eval
+from mtcnn_jax.evaluation import nme as lm_eval
+from mtcnn_jax.evaluation import wider_ap as wider_eval
 from mtcnn_jax.evaluation.predictions import Detections, align_to_ground_truth, read_predictions
 
 WIDER_LISTS = ("easy", "medium", "hard")
@@ -133,7 +133,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="pyramid scale step (default 0.709)")
     p.add_argument("--thresholds", default="0.6,0.7,0.7", metavar="A,B,C",
                    help="P-Net, R-Net, O-Net thresholds (default 0.6,0.7,0.7)")
-    p.add_argument("--max-megapixels", default=str(io.DEFAULT_MAX_PIXELS / 1e6), metavar="M",
+    p.add_argument("--max-megapixels", default=str(images.DEFAULT_MAX_PIXELS / 1e6), metavar="M",
                    help="refuse images larger than M megapixels (default 100)")
     detect_cmd.add_pyramid_option(p)
 
@@ -163,7 +163,7 @@ def detect_images(
     detector,
     images_dir: str,
     paths: Sequence[str],
-    max_pixels: int = io.DEFAULT_MAX_PIXELS,
+    max_pixels: int = images.DEFAULT_MAX_PIXELS,
     report: Optional[Callable[[str], None]] = None,
     progress: bool = True,
 ) -> DetectionRun:
@@ -187,8 +187,8 @@ def detect_images(
                      disable=None if progress else True, leave=False):
         full = os.path.join(images_dir, *path.split("/"))
         try:
-            with io.quiet_native_stderr():
-                image = io.load_image(full, max_pixels=max_pixels)
+            with images.quiet_native_stderr():
+                image = images.load_image(full, max_pixels=max_pixels)
         except ImageError as err:
             skipped.append((path, err.reason))
             if report is not None:
@@ -256,7 +256,7 @@ def landmark_metrics(
       ``(metrics, errors)``: ``metrics`` holds ``n_images``, ``n_detected``,
       ``detection_rate``, ``nme_mean``, ``nme_median``, ``nme_per_point`` (``{point name:
       mean NME}``), ``failure_threshold`` and ``failure_rate``; ``errors`` is float64[M],
-      NaN for misses (see :func:`mtcnn_jax.evaluation.landmarks.evaluate_landmarks`).
+      NaN for misses (see :func:`mtcnn_jax.evaluation.nme.evaluate_landmarks`).
     """
     res = lm_eval.evaluate_landmarks(predictions, annotations, failure_threshold)
     metrics = dict(

@@ -32,14 +32,14 @@ from typing import Dict, List, Optional
 import cv2
 import numpy as np
 
-from mtcnn_jax import io
+from mtcnn_jax import images
 from mtcnn_jax.commands import detect as detect_cmd
 from mtcnn_jax.commands import evaluate as ev
 from mtcnn_jax.errors import ImageError, UserError
 from mtcnn_jax.evaluation import plots
 from mtcnn_jax.evaluation import report as rp
 from mtcnn_jax.evaluation.predictions import Detections, align_to_ground_truth, read_predictions
-from mtcnn_jax.evaluation.wider import DEFAULT_SIZES, counted_faces, setting_name
+from mtcnn_jax.evaluation.wider_ap import DEFAULT_SIZES, counted_faces, setting_name
 
 PANEL_WIDTH = 480
 GRID_PANEL_WIDTH = 320
@@ -149,8 +149,8 @@ def run(args: argparse.Namespace) -> int:
         rec = records[i]
         full = os.path.join(args.images, *rec.path.split("/"))
         try:
-            with io.quiet_native_stderr():
-                image = io.load_image(full)
+            with images.quiet_native_stderr():
+                image = images.load_image(full)
         except ImageError as err:
             n_errors += 1
             print(f"mtcnn-jax: {detect_cmd.printable(f'{full}: {err.reason}')}", file=sys.stderr)

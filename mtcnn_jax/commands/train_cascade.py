@@ -5,7 +5,7 @@
 
 Each step runs in its own subfolder of DIR and leaves a ``done.json``; rerunning
 on the same DIR skips finished steps and resumes an interrupted one (see
-:mod:`mtcnn_jax.cascade`). The trained cascade is ``DIR/params.msgpack``:
+:mod:`mtcnn_jax.recipe`). The trained cascade is ``DIR/params.msgpack``:
 ``mtcnn-jax detect --weights DIR`` and ``MTCNN(weights=DIR)`` load it.
 """
 
@@ -36,7 +36,7 @@ def load(spec: str, overrides=()):
     """The cascade config of ``spec`` with ``overrides`` applied, validated."""
     import ml_collections  # noqa: PLC0415
 
-    from mtcnn_jax import cascade, config_utils  # noqa: PLC0415
+    from mtcnn_jax import config_utils, recipe  # noqa: PLC0415
     from mtcnn_jax.errors import UserError  # noqa: PLC0415
 
     config = config_utils.load_config(spec)
@@ -44,15 +44,15 @@ def load(spec: str, overrides=()):
         raise UserError(f"{spec}: get_config must return an ml_collections.ConfigDict")
     for key, val in overrides:
         config_utils.apply_override(config, key, val)
-    cascade.validate(config)
+    recipe.validate(config)
     return config
 
 
 def run(args: argparse.Namespace) -> int:
-    from mtcnn_jax import cascade  # noqa: PLC0415
+    from mtcnn_jax import recipe  # noqa: PLC0415
 
     config = load(args.config, args.config_overrides)
-    summary = cascade.train_cascade(config, args.workdir, progress=not args.no_progress)
+    summary = recipe.train_cascade(config, args.workdir, progress=not args.no_progress)
     times = ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in summary.items() if isinstance(v, dict))
     print(f"stage times: {times}; total {summary['total_seconds']:.0f} s")
     ap = summary["eval"]["ap"]

@@ -2,7 +2,7 @@
 
 Every reader returns :class:`LandmarkFace` records in file order, in one frame:
 **0-based, continuous pixel coordinates**, pixel column ``i`` spanning ``[i, i + 1)``
-(the frame of :mod:`mtcnn_jax.samples`); boxes are **half-open** ``x1, y1, x2, y2``
+(the frame of :mod:`mtcnn_jax.data.samples`); boxes are **half-open** ``x1, y1, x2, y2``
 (``x2 = x1 + width``). The five points are, in order, left eye, right eye, nose,
 left mouth corner, right mouth corner, "left" meaning the image's left side.
 

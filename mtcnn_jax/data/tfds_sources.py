@@ -28,7 +28,7 @@ What the builders hold (tensorflow-datasets 4.9; ``wider_face`` 0.1.0,
   It has **no face box** and no file name: a face comes back as a
   :class:`~mtcnn_jax.data.landmarks.LandmarkFace` with ``box=None`` and the path
   ``"celeb_a/<split>/<index>"``. Landmark windows are cut around a face box, so
-  these faces cannot feed :func:`mtcnn_jax.samples.cut_landmark_samples` as they
+  these faces cannot feed :func:`mtcnn_jax.data.samples.cut_landmark_samples` as they
   are; CelebA's in-the-wild images with ``list_bbox_celeba.txt`` (the "celeba"
   list format of :mod:`mtcnn_jax.data.landmarks`) can.
 

@@ -1,7 +1,7 @@
 """A visual report: which faces each detector found or missed and which detections are
 false, drawn on the images, laid out as a grid, with the numbers in an HTML page.
 
-Classification follows the WIDER FACE rules of :mod:`mtcnn_jax.evaluation.wider` for one
+Classification follows the WIDER FACE rules of :mod:`mtcnn_jax.evaluation.wider_ap` for one
 face-size setting: detections in descending score order, each matched to the face of
 highest IoU (``+1``-pixel areas); at IoU >= 0.5 a match to a counted face recalls it
 (once), a match to an ignored face is ignored; every other detection is a false
@@ -21,7 +21,7 @@ import numpy as np
 
 from mtcnn_jax.data.wider import WiderRecord
 from mtcnn_jax.evaluation.predictions import Detections
-from mtcnn_jax.evaluation.wider import counted_faces, iou_plus1, match_image
+from mtcnn_jax.evaluation.wider_ap import counted_faces, iou_plus1, match_image
 
 #: Status codes of detections and faces.
 TRUE_POSITIVE, FALSE_POSITIVE, IGNORED = 0, 1, 2

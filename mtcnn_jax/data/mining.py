@@ -14,8 +14,8 @@ Coordinates. The detector's stage methods (:meth:`mtcnn_jax.detector.MTCNN.propo
 covers 0-based pixels ``c1 - 1 .. c3 - 1``; here it becomes the **half-open
 0-based** square window ``w = (c1 - 1, c2 - 1, c1 - 1 + s, c2 - 1 + s)`` with
 ``s = max(c3 - c1 + 1, c4 - c2 + 1)`` (the detector's boxes are square up to the
-truncation), the frame of :mod:`mtcnn_jax.samples`. Box targets are
-:func:`mtcnn_jax.samples.box_targets` of that window, i.e. exactly what the
+truncation), the frame of :mod:`mtcnn_jax.data.samples`. Box targets are
+:func:`mtcnn_jax.data.samples.box_targets` of that window, i.e. exactly what the
 detector's calibration ``x1 + dx1 · w`` (inclusive width = ``s``) inverts.
 
 Per image: every positive and part window is kept; negatives are capped at
@@ -23,7 +23,7 @@ Per image: every positive and part window is kept; negatives are capped at
 image index])``, so mining is deterministic for a seed and a params set.
 Positive and part windows whose best face is invalid or smaller than
 ``min_face`` are dropped (their regression target would be noise), as in
-:func:`mtcnn_jax.samples.cut_detection_samples`.
+:func:`mtcnn_jax.data.samples.cut_detection_samples`.
 
 Robustness: the WIDER gt file is read with ``strict=False`` (a malformed line
 is reported as ``file:line: reason`` and skipped); an image that cannot be
@@ -41,7 +41,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from mtcnn_jax import boxes as bx
-from mtcnn_jax import samples as sp
+from mtcnn_jax.data import samples as sp
 from mtcnn_jax.data.wider import read_wider_gt_skipping
 from mtcnn_jax.losses import NEGATIVE, PART, POSITIVE
 
@@ -128,7 +128,7 @@ def mine_image(
     resize: str = "antialiased",
     summary: Optional[MiningSummary] = None,
 ) -> dict:
-    """Samples (the :mod:`mtcnn_jax.samples` layout, ``size × size`` crops) from one image's candidates.
+    """Samples (the :mod:`mtcnn_jax.data.samples` layout, ``size × size`` crops) from one image's candidates.
 
     image: uint8[H, W, 3]; cand: the detector's float[N, ≥4] inclusive 1-based
     boxes; faces: float[M, 4] half-open gt boxes (all of them, for labelling);
@@ -245,7 +245,7 @@ def mine(
     ``negative_iou``, ``part_iou``, ``positive_iou``, ``negatives_per_image``,
     ``resize`` and optionally ``random_crops_per_face`` (> 0 adds, per image with
     a usable face, that many random windows around each usable face, one next to
-    it and that many anywhere, labelled as :mod:`mtcnn_jax.samples` does: a
+    it and that many anywhere, labelled as :mod:`mtcnn_jax.data.samples` does: a
     top-up for small sets or weak earlier stages whose proposals hold few
     positives, or none at all; not in the paper). Unreadable
     images are reported, skipped and counted in ``summary``.
@@ -257,7 +257,7 @@ def mine(
     """
     from tqdm import tqdm  # noqa: PLC0415
 
-    from mtcnn_jax.io import load_image  # noqa: PLC0415
+    from mtcnn_jax.images import load_image  # noqa: PLC0415
 
     if stage not in STAGE_SIZE:
         raise ValueError(f"mining makes samples for rnet or onet, not {stage!r}")

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from mtcnn_jax import cascade, cli
+from mtcnn_jax import cli
+from mtcnn_jax import recipe
 from mtcnn_jax.commands import train_cascade as cmd
 from mtcnn_jax.errors import UserError
 
@@ -34,7 +35,7 @@ def test_variants_load_and_validate():
 
 def test_stage_config_takes_root_and_seed():
     c = cmd.load("configs/cascade.py:tiny", [("seed", "5"), ("data_root", "/somewhere")])
-    s = cascade.stage_config(c, "onet")
+    s = recipe.stage_config(c, "onet")
     assert s.seed == 5 and s.data.root == "/somewhere" and s.stage == "onet"
 
 
@@ -44,14 +45,14 @@ def test_tiny_cascade_trains_loads_and_resumes(tmp_path, data_dir, capsys):
     work = tmp_path / "cascade"
     config = cmd.load("configs/cascade.py:tiny", SHORT + [("data_root", str(data_dir))])
     logs = []
-    summary = cascade.train_cascade(config, work, progress=False, log=logs.append)
-    for step in cascade.STEPS:
+    summary = recipe.train_cascade(config, work, progress=False, log=logs.append)
+    for step in recipe.STEPS:
         assert (work / step / "done.json").is_file(), step
         assert summary[step]["seconds"] > 0
     assert logs[0] == "pnet_samples: running" and logs[-1].startswith("eval: finished")
     # Sample stores: P-Net windows 12×12, mined R-Net / O-Net windows 24×24 / 48×48 with every type.
     for stage, size in (("pnet", 12), ("rnet", 24), ("onet", 48)):
-        train, val = cascade.read_sets(work / f"{stage}_samples", stage)
+        train, val = recipe.read_sets(work / f"{stage}_samples", stage)
         assert train["image"].shape[1:] == (size, size, 3) and len(val["type"])
         counts = summary[f"{stage}_samples"]["counts"]["train"]
         assert counts == {name: int(np.sum(train["type"] == k)) for k, name in
@@ -85,11 +86,11 @@ def test_tiny_cascade_trains_loads_and_resumes(tmp_path, data_dir, capsys):
     assert "landmarks" in trained["pnet"]  # our P-Net has the landmark head the release lacks
 
     # Rerun: every finished step is skipped, nothing is retrained or rewritten.
-    stamps = {s: (work / s / "done.json").stat().st_mtime_ns for s in cascade.STEPS}
+    stamps = {s: (work / s / "done.json").stat().st_mtime_ns for s in recipe.STEPS}
     logs.clear()
-    again = cascade.train_cascade(config, work, progress=False, log=logs.append)
-    assert logs == [f"{s}: done before ({summary[s]['seconds']:.0f} s), skipped" for s in cascade.STEPS]
-    assert {s: (work / s / "done.json").stat().st_mtime_ns for s in cascade.STEPS} == stamps
+    again = recipe.train_cascade(config, work, progress=False, log=logs.append)
+    assert logs == [f"{s}: done before ({summary[s]['seconds']:.0f} s), skipped" for s in recipe.STEPS]
+    assert {s: (work / s / "done.json").stat().st_mtime_ns for s in recipe.STEPS} == stamps
     assert again["eval"]["ap"] == summary["eval"]["ap"]
 
     # An interrupted stage (no done marker) resumes from its checkpoint: O-Net's last checkpoint is
@@ -99,8 +100,8 @@ def test_tiny_cascade_trains_loads_and_resumes(tmp_path, data_dir, capsys):
     (work / "eval" / "done.json").unlink()
     lines = (work / "onet" / "metrics.jsonl").read_text().splitlines()
     logs.clear()
-    cascade.train_cascade(config, work, progress=False, log=logs.append)
-    assert logs[:5] == [f"{s}: done before ({summary[s]['seconds']:.0f} s), skipped" for s in cascade.STEPS[:5]]
+    recipe.train_cascade(config, work, progress=False, log=logs.append)
+    assert logs[:5] == [f"{s}: done before ({summary[s]['seconds']:.0f} s), skipped" for s in recipe.STEPS[:5]]
     assert logs[5] == "onet: running" and logs[-1].startswith("eval: finished")
     assert (work / "onet" / "params.msgpack").read_bytes() == before
     assert (work / "onet" / "metrics.jsonl").read_text().splitlines() == lines  # no new training steps logged
@@ -137,7 +138,7 @@ def test_pnet_samples_skip_and_count_corrupt_image_and_bad_line(tmp_path, capsys
     over = [("data_root", str(root)), ("pnet.data.wider", "wider"), ("pnet.data.landmarks", "lm"),
             ("pnet.data.landmark_list", "list.txt"), ("pnet.data.val_every", "3")]
     config = cmd.load("configs/cascade.py:tiny", over)
-    summary = cascade.train_cascade(config, tmp_path / "work", progress=False, log=None, stop_after="pnet_samples")
+    summary = recipe.train_cascade(config, tmp_path / "work", progress=False, log=None, stop_after="pnet_samples")
     s = summary["pnet_samples"]
     assert s["n_skipped_images"] == 2 and s["n_skipped_lines"] == 1
     gt = str(root / "wider" / "wider_face_train_bbx_gt.txt")
@@ -155,14 +156,14 @@ def test_proposal_cache_round_trip_and_key(tmp_path):
     a = np.array([[1.0, 2.0, 30.0, 31.0, 0.9], [5.0, 6.0, 20.0, 21.0, 0.7]])
     cache = {"0--Parade/a.jpg": a, "1--Handshaking/b.jpg": np.zeros((0, 5))}
     path = tmp_path / "proposals.npz"
-    cascade.save_proposals(path, cache, "key-1")
-    back = cascade.load_proposals(path, "key-1")
+    recipe.save_proposals(path, cache, "key-1")
+    back = recipe.load_proposals(path, "key-1")
     assert sorted(back) == sorted(cache)
     np.testing.assert_array_equal(back["0--Parade/a.jpg"], a)
     assert back["1--Handshaking/b.jpg"].shape == (0, 5)
-    assert cascade.load_proposals(path, "key-2") == {}  # other P-Net settings: run P-Net again
-    assert cascade.load_proposals(tmp_path / "absent.npz", "key-1") == {}
+    assert recipe.load_proposals(path, "key-2") == {}  # other P-Net settings: run P-Net again
+    assert recipe.load_proposals(tmp_path / "absent.npz", "key-1") == {}
     config = cmd.load("configs/cascade.py:tiny")
     other = cmd.load("configs/cascade.py:tiny")
     other.mining.pnet_threshold = 0.5
-    assert cascade._proposal_key(config) != cascade._proposal_key(other)
+    assert recipe._proposal_key(config) != recipe._proposal_key(other)

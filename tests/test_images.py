@@ -1,4 +1,4 @@
-"""Reading untrusted images: mtcnn_jax.io.load_image / read_header / find_images.
+"""Reading untrusted images: mtcnn_jax.images.load_image / read_header / find_images.
 
 All images are made here, in tmp_path, or read from the bundled public-domain
 photo mtcnn_jax/assets/astronaut.jpg.
@@ -15,10 +15,10 @@ import cv2
 import numpy as np
 import pytest
 
-from mtcnn_jax import io
+from mtcnn_jax import images
 from mtcnn_jax.errors import ImageError, UserError
 
-ASTRONAUT = Path(io.__file__).parent / "assets" / "astronaut.jpg"
+ASTRONAUT = Path(images.__file__).parent / "assets" / "astronaut.jpg"
 
 
 def _write(path: Path, bgr: np.ndarray, *params) -> Path:
@@ -28,7 +28,7 @@ def _write(path: Path, bgr: np.ndarray, *params) -> Path:
 
 def _reason(path, **kwargs) -> str:
     with pytest.raises(ImageError) as info:
-        io.load_image(path, **kwargs)
+        images.load_image(path, **kwargs)
     err = info.value
     assert isinstance(err, UserError)
     assert err.path == str(path)
@@ -73,7 +73,7 @@ def _bomb_jpeg(width=50_000, height=50_000) -> bytes:
 
 
 def test_astronaut_loads_as_rgb():
-    image = io.load_image(ASTRONAUT)
+    image = images.load_image(ASTRONAUT)
     assert image.shape == (512, 512, 3) and image.dtype == np.uint8
     bgr = cv2.imread(str(ASTRONAUT), cv2.IMREAD_COLOR)
     np.testing.assert_array_equal(image, bgr[:, :, ::-1])
@@ -84,7 +84,7 @@ def test_colour_channels_are_rgb(tmp_path):
     bgr[:, :, 0] = 10  # blue
     bgr[:, :, 1] = 20  # green
     bgr[:, :, 2] = 200  # red
-    image = io.load_image(_write(tmp_path / "c.png", bgr))
+    image = images.load_image(_write(tmp_path / "c.png", bgr))
     assert image.shape == (20, 30, 3)
     assert image[0, 0].tolist() == [200, 20, 10]
 
@@ -94,7 +94,7 @@ def test_lossless_formats_round_trip(tmp_path, ext):
     rng = np.random.default_rng(1)
     bgr = rng.integers(0, 256, (17, 23, 3), dtype=np.uint8)
     params = (cv2.IMWRITE_WEBP_QUALITY, 101) if ext == ".webp" else ()
-    image = io.load_image(_write(tmp_path / ("x" + ext), bgr, *params))
+    image = images.load_image(_write(tmp_path / ("x" + ext), bgr, *params))
     np.testing.assert_array_equal(image, bgr[:, :, ::-1])
 
 
@@ -103,8 +103,8 @@ def test_format_judged_by_content_not_name(tmp_path):
     ok, png = cv2.imencode(".png", bgr)
     path = tmp_path / "really_a_png.jpg"
     path.write_bytes(png.tobytes())
-    assert io.read_header(path.read_bytes()).format == "PNG"
-    assert io.load_image(path).shape == (8, 9, 3)
+    assert images.read_header(path.read_bytes()).format == "PNG"
+    assert images.load_image(path).shape == (8, 9, 3)
 
 
 @pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".tif"])
@@ -112,7 +112,7 @@ def test_grayscale_is_replicated(tmp_path, ext):
     gray = np.tile(np.arange(0, 250, 10, dtype=np.uint8), (12, 1))  # 12 x 25
     path = _write(tmp_path / ("g" + ext), gray)
     assert cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED).ndim == 2
-    image = io.load_image(path)
+    image = images.load_image(path)
     assert image.shape == (12, 25, 3) and image.dtype == np.uint8
     np.testing.assert_array_equal(image[:, :, 0], image[:, :, 1])
     np.testing.assert_array_equal(image[:, :, 0], image[:, :, 2])
@@ -126,7 +126,7 @@ def test_rgba_is_composited_on_black(tmp_path):
     bgra[0, 1] = (200, 100, 50, 128)  # half-transparent: colour x 128/255
     bgra[0, 2] = (255, 255, 255, 0)  # fully transparent white: black
     bgra[1, :] = (30, 60, 90, 255)  # opaque
-    image = io.load_image(_write(tmp_path / "a.png", bgra))
+    image = images.load_image(_write(tmp_path / "a.png", bgra))
     assert image.shape == (2, 3, 3)
     assert image[0, 0].tolist() == [255, 0, 0]
     assert image[0, 1].tolist() == [round(50 * 128 / 255), round(100 * 128 / 255), round(200 * 128 / 255)]
@@ -139,7 +139,7 @@ def test_16bit_png_is_scaled_by_255_over_65535(tmp_path):
     bgr = np.stack([values, values[::-1], np.full_like(values, 257 * 100)], axis=1)[None]
     path = _write(tmp_path / "deep.png", bgr)
     assert cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED).dtype == np.uint16
-    image = io.load_image(path)
+    image = images.load_image(path)
     assert image.dtype == np.uint8 and image.shape == (1, 9, 3)
     expected = np.rint(values.astype(np.float64) * 255 / 65535).astype(np.uint8)
     assert expected.tolist() == [0, 0, 0, 1, 1, 128, 156, 255, 255]
@@ -150,9 +150,9 @@ def test_16bit_png_is_scaled_by_255_over_65535(tmp_path):
 
 def test_16bit_grayscale_and_rgba(tmp_path):
     gray = np.array([[0, 65535, 257 * 7]], np.uint16)
-    assert io.load_image(_write(tmp_path / "g16.png", gray)).tolist() == [[[0] * 3, [255] * 3, [7] * 3]]
+    assert images.load_image(_write(tmp_path / "g16.png", gray)).tolist() == [[[0] * 3, [255] * 3, [7] * 3]]
     bgra = np.array([[[65535, 0, 0, 65535], [65535, 65535, 65535, 0]]], np.uint16)
-    assert io.load_image(_write(tmp_path / "a16.png", bgra)).tolist() == [[[0, 0, 255], [0, 0, 0]]]
+    assert images.load_image(_write(tmp_path / "a16.png", bgra)).tolist() == [[[0, 0, 255], [0, 0, 0]]]
 
 
 def test_float_tiff_is_refused(tmp_path):
@@ -161,9 +161,9 @@ def test_float_tiff_is_refused(tmp_path):
 
 
 def test_image_smaller_than_12px_is_valid(tmp_path):
-    image = io.load_image(_write(tmp_path / "tiny.png", np.full((5, 7, 3), 9, np.uint8)))
+    image = images.load_image(_write(tmp_path / "tiny.png", np.full((5, 7, 3), 9, np.uint8)))
     assert image.shape == (5, 7, 3)
-    assert io.load_image(_write(tmp_path / "one.png", np.zeros((1, 1, 3), np.uint8))).shape == (1, 1, 3)
+    assert images.load_image(_write(tmp_path / "one.png", np.zeros((1, 1, 3), np.uint8))).shape == (1, 1, 3)
 
 
 def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
@@ -179,8 +179,8 @@ def test_jpeg_exif_orientation_is_applied(tmp_path, orientation):
     ok, jpeg = cv2.imencode(".jpg", bgr)
     path = tmp_path / f"o{orientation}.jpg"
     path.write_bytes(_with_exif_orientation(jpeg.tobytes(), orientation))
-    assert io.read_header(path.read_bytes()).orientation == orientation
-    image = io.load_image(path)
+    assert images.read_header(path.read_bytes()).orientation == orientation
+    image = images.load_image(path)
     assert image.shape == ((32, 48, 3) if orientation < 5 else (48, 32, 3))
     # OpenCV's IMREAD_COLOR applies EXIF orientation itself: same pixels.
     upright = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
@@ -192,7 +192,7 @@ def test_jpeg_exif_orientation_is_applied(tmp_path, orientation):
 def test_jpeg_with_data_after_the_end_marker_is_accepted(tmp_path):
     path = tmp_path / "trailer.jpg"
     path.write_bytes(ASTRONAUT.read_bytes() + b"camera trailer \x00\x01")
-    assert io.load_image(path).shape == (512, 512, 3)
+    assert images.load_image(path).shape == (512, 512, 3)
 
 
 # --------------------------------------------------------------------------- bad files
@@ -263,7 +263,7 @@ def test_corrupt_data_with_a_valid_structure_is_refused(tmp_path):
 def test_decompression_bomb_is_refused_before_decoding(tmp_path, no_decoding, make, kind):
     data = make()
     assert len(data) < 200  # a tiny file announcing 2.5 gigapixels
-    header = io.read_header(data)
+    header = images.read_header(data)
     assert (header.format, header.width, header.height) == (kind, 50_000, 50_000)
     path = tmp_path / "bomb.img"
     path.write_bytes(data)
@@ -274,7 +274,7 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path, no_decoding, ma
 
 def test_pixel_limit_is_configurable(tmp_path):
     path = _write(tmp_path / "x.png", np.zeros((100, 100, 3), np.uint8))
-    assert io.load_image(path, max_pixels=10_000).shape == (100, 100, 3)
+    assert images.load_image(path, max_pixels=10_000).shape == (100, 100, 3)
     assert _reason(path, max_pixels=9_999).startswith("image too large: 100x100 pixels")
 
 
@@ -297,7 +297,7 @@ def test_find_images_walks_folders_sorted_case_insensitive(tmp_path):
         _touch_image(root / rel)
     (root / "notes.txt").write_text("x")
     (root / "sub" / "e.gif").write_bytes(b"GIF89a")
-    found = io.find_images([str(root)])
+    found = images.find_images([str(root)])
     rels = ["a.png", "b.JPG", "sub/c.Jpeg", "sub/deeper/d.tiff", "y.BMP", "z.webp"]
     expected = [os.path.join(str(root), *r.split("/")) for r in rels]
     assert found == [(p, p) for p in expected]
@@ -308,14 +308,14 @@ def test_find_images_keeps_the_paths_as_given(tmp_path, monkeypatch):
     _touch_image(tmp_path / "dir" / "x.png")
     _touch_image(tmp_path / "single.jpg")
     (tmp_path / "noext").write_bytes(b"whatever")  # files named directly are kept, judged later
-    found = io.find_images(["single.jpg", "dir", "noext", "dir/"])
+    found = images.find_images(["single.jpg", "dir", "noext", "dir/"])
     assert found == [("single.jpg", "single.jpg"), (os.path.join("dir", "x.png"),) * 2,
                      ("noext", "noext"), (os.path.join("dir/", "x.png"),) * 2]
 
 
 def test_find_images_missing_path(tmp_path):
     with pytest.raises(ImageError) as info:
-        io.find_images([tmp_path / "missing"])
+        images.find_images([tmp_path / "missing"])
     assert info.value.reason == "no such file or folder"
     assert info.value.path == str(tmp_path / "missing")
 
@@ -326,7 +326,7 @@ def test_find_images_folder_without_images(tmp_path):
     (tmp_path / "text" / "readme.md").write_text("no pictures")
     for folder in ("empty", "text"):
         with pytest.raises(ImageError) as info:
-            io.find_images([tmp_path / folder])
+            images.find_images([tmp_path / folder])
         assert info.value.reason.startswith("no images in this folder")
 
 
@@ -334,7 +334,7 @@ def test_find_images_collects_errors_and_goes_on(tmp_path):
     good = _touch_image(tmp_path / "good" / "g.png")
     (tmp_path / "empty").mkdir()
     errors = []
-    found = io.find_images([tmp_path / "missing.jpg", tmp_path / "empty", tmp_path / "good"], errors)
+    found = images.find_images([tmp_path / "missing.jpg", tmp_path / "empty", tmp_path / "good"], errors)
     assert found == [(str(good), str(good))]
     assert [(e.path, e.reason.split(" (")[0]) for e in errors] == [
         (str(tmp_path / "missing.jpg"), "no such file or folder"),
@@ -350,9 +350,9 @@ def test_quiet_native_stderr_hides_library_warnings(tmp_path, capfd):
     path = tmp_path / "crc.png"
     path.write_bytes(bytes(data))
     capfd.readouterr()
-    with io.quiet_native_stderr():
+    with images.quiet_native_stderr():
         with pytest.raises(ImageError) as info:
-            io.load_image(path)
+            images.load_image(path)
     assert info.value.reason == "cannot decode this PNG file (corrupt data)"
     assert capfd.readouterr().err == ""
     print("stderr works again", file=__import__("sys").stderr)

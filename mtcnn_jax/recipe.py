@@ -2,10 +2,10 @@
 
 Zhang et al. 2016, Sec. III-C: P-Net is trained on random windows; R-Net on
 the hard samples the trained P-Net proposes on the training images; O-Net on
-those P-Net + R-Net keep (:mod:`mtcnn_jax.mining`). The steps, each in its own
+those P-Net + R-Net keep (:mod:`mtcnn_jax.data.mining`). The steps, each in its own
 subfolder of the work directory::
 
-    pnet_samples/  random 12×12 windows (mtcnn_jax.samples), TFDS store train/ + val/
+    pnet_samples/  random 12×12 windows (mtcnn_jax.data.samples), TFDS store train/ + val/
     pnet/          P-Net trained on them (mtcnn_jax.train: checkpoints, metrics.jsonl)
     rnet_samples/  24×24 windows mined with the trained P-Net + landmark faces, store
     rnet/          R-Net trained on them
@@ -39,8 +39,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from mtcnn_jax import config_utils, mining
-from mtcnn_jax import samples as sp
+from mtcnn_jax import config_utils
+from mtcnn_jax.data import mining
+from mtcnn_jax.data import samples as sp
 from mtcnn_jax.errors import UserError
 
 STEPS = ("pnet_samples", "pnet", "rnet_samples", "rnet", "onet_samples", "onet", "eval")
@@ -304,8 +305,8 @@ def evaluate_cascade(weights, eval_config, progress: bool = False) -> dict:
 
     from mtcnn_jax.detector import MTCNN  # noqa: PLC0415
     from mtcnn_jax.evaluation.predictions import Detections  # noqa: PLC0415
-    from mtcnn_jax.evaluation.wider import evaluate_settings  # noqa: PLC0415
-    from mtcnn_jax.io import load_image  # noqa: PLC0415
+    from mtcnn_jax.evaluation.wider_ap import evaluate_settings  # noqa: PLC0415
+    from mtcnn_jax.images import load_image  # noqa: PLC0415
 
     e = eval_config
     wider_dir = Path(e.root) / e.wider
