@@ -217,7 +217,7 @@ print("RESULT %.3f %d" % (time.time() - t0, len(faces.boxes)))
 STREAM_CODE = r'''
 import json, os, sys, time, resource
 import numpy as np, cv2
-from mtcnn_jax import MTCNN, detector, load_image
+from mtcnn_jax import MTCNN, load_image, networks
 n, seed = int(sys.argv[1]), int(sys.argv[2])
 rng = np.random.default_rng(seed)
 sizes = [tuple(int(v) for v in rng.integers(48, 721, 2)) for _ in range(100)]
@@ -235,7 +235,7 @@ for k in range(n):
     im[:side, :side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
     det.detect(im)
     if k + 1 in (100, n):
-        marks[k + 1] = {"rss_mb": rss(), "programs": detector.compiled_programs()}
+        marks[k + 1] = {"rss_mb": rss(), "programs": networks.compiled_programs()}
 print("RESULT " + json.dumps({"marks": marks, "seconds": time.perf_counter() - t,
       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 '''
@@ -300,7 +300,7 @@ def main(argv=None) -> int:
     print(f"first 640x480 detection in a fresh process: cold cache {cold:.2f} s, warm cache {warm:.2f} s ({load_avg()})", flush=True)
 
     os.environ["MTCNN_JAX_CACHE_DIR"] = str(cache)
-    from mtcnn_jax import MTCNN, detector, io  # noqa: E402
+    from mtcnn_jax import MTCNN, load_image, networks  # noqa: E402
 
     det = MTCNN()
     ours = {"portraits": {}, "wider": None}
@@ -328,17 +328,17 @@ def main(argv=None) -> int:
         # folder throughput, decoding included
         t = time.perf_counter()
         for p in wider_paths:
-            det.detect(io.load_image(p))
+            det.detect(load_image(p))
         one = len(wider_paths) / (time.perf_counter() - t)
         t = time.perf_counter()
         for s in range(0, len(wider_paths), 8):
-            det.detect([io.load_image(p) for p in wider_paths[s : s + 8]])
+            det.detect([load_image(p) for p in wider_paths[s : s + 8]])
         batched = len(wider_paths) / (time.perf_counter() - t)
         ours["folder_images_per_s"] = {"one_by_one": one, "lists_of_8": batched}
         print(f"ours folder throughput (decode + detect): {one:.2f} images/s one by one, {batched:.2f} in lists of 8 ({load_avg()})", flush=True)
     results["ours"] = ours
     results["ours_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    results["ours_programs"] = detector.compiled_programs()
+    results["ours_programs"] = networks.compiled_programs()
 
     peers = {}
     if not args.no_peers:

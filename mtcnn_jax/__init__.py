@@ -11,7 +11,8 @@ Detection with the authors' weights::
 __version__ = "0.1.0"
 
 from mtcnn_jax.align import align
-from mtcnn_jax.detector import MTCNN, Faces, detect
+from mtcnn_jax.detector import MTCNN, detect
+from mtcnn_jax.faces import Faces
 from mtcnn_jax.images import load_image
 from mtcnn_jax.pretrained import load_pretrained
 

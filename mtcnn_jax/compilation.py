@@ -1,7 +1,7 @@
 """JAX's persistent compilation cache for the detector's programs.
 
 The detector compiles a small fixed set of XLA programs (see
-:func:`mtcnn_jax.detector.compiled_programs`); compiling them takes a few seconds
+:func:`mtcnn_jax.networks.compiled_programs`); compiling them takes a few seconds
 on a 2-core CPU, loading them from JAX's persistent cache a fraction of that. So
 :class:`mtcnn_jax.MTCNN` turns the cache on by default (``compilation_cache=True``)
 in a folder of its own:

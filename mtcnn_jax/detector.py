@@ -1,24 +1,32 @@
-"""The MTCNN cascade: pyramid → P-Net → NMS → R-Net → NMS → O-Net → boxes, scores, landmarks.
+"""The MTCNN cascade, step by step as the authors' ``detect_face.m``.
 
-Each step follows the authors' released code (``detect_face.m``); the networks run
-jitted on the default JAX device, box arithmetic runs on the host in NumPy
-(:mod:`mtcnn_jax.boxes`). Internally the cascade keeps boxes in the authors'
-inclusive 1-based convention; what it returns is converted to half-open 0-based
-pixels (see :class:`Faces`).
+Stage 1, P-Net (:meth:`MTCNN.proposals`):
+  1. the image pyramid: scales ``12 / min_face_size × factor^k`` (:mod:`mtcnn_jax.pyramid`);
+  2. P-Net on every scale; each window scoring at least the first threshold is a box;
+  3. NMS (IoU 0.5) within each scale;
+  4. NMS (0.7) across the scales;
+  5. calibrate (the box regression), square, truncate to integers.
+Stage 2, R-Net (:meth:`MTCNN.refine`):
+  6. R-Net on the boxes' 24×24 crops (zero-padded where a box leaves the image);
+  7. keep those above the second threshold; NMS (0.7); calibrate; square.
+Stage 3, O-Net (:meth:`MTCNN.output`):
+  8. truncate; O-Net on the 48×48 crops;
+  9. keep those above the third threshold; landmarks relative to the box before its regression;
+  10. calibrate; NMS (0.7, intersection over the smaller box: "min").
 
-How it is shaped for speed (see ``benchmarks/speed_README.md`` for the numbers):
-every pyramid level of every image in a group is cut into pieces of at most
-128×128 pixels overlapping by 10 (P-Net's window minus its stride) and packed into
-128×128 tiles, which P-Net runs 4 at a time, bit-identical to the whole level; R-Net
-and O-Net run fixed batches of 32 and 16 crops cut straight into place. So any
-stream of image sizes compiles the same three programs (:func:`compiled_programs`),
-which JAX's persistent cache keeps across processes (:mod:`mtcnn_jax.compilation`),
-and work is dispatched as soon as it is ready, so the host resizes and crops
-while XLA computes. NMS compares only boxes that intersect (:func:`mtcnn_jax.boxes.nms`).
-On the CPU the networks run as :mod:`mtcnn_jax.inference` formulates them (pooling
-as slices, the 3-channel convolutions as matrix products; equal to the modules to
-1e-6), and each pyramid level is resized from the level about twice its size
-(:func:`mtcnn_jax.pyramid.sources`; ``pyramid="original"`` resizes each from the image).
+Boxes stay in the authors' 1-based inclusive convention
+(:attr:`mtcnn_jax.boxes.BoxMode.AUTHORS`) throughout, so that every truncation
+lands where theirs does; crops are cut from 0-based inclusive boxes
+(``INCLUSIVE``), and what the detector returns is half-open (``HALF_OPEN``,
+:class:`mtcnn_jax.faces.Faces`), each by :func:`mtcnn_jax.boxes.convert`.
+
+What makes it fast without changing a result lives beside it:
+:mod:`mtcnn_jax.tiles` runs P-Net on every level of every image of a group as
+packed fixed-size tiles; :mod:`mtcnn_jax.networks` holds the compiled networks
+(which formulation runs where, fixed crop batches); :func:`mtcnn_jax.boxes.nms`
+compares only boxes that intersect; :class:`mtcnn_jax.pyramid.Levels` resizes
+each level from one about twice its size by default (``pyramid="original"``
+resizes each from the image, as the authors do).
 
 Usage::
 
@@ -32,339 +40,20 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple, Union
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from mtcnn_jax import boxes as bx
-from mtcnn_jax import compilation, inference, models, pretrained, pyramid
+from mtcnn_jax import compilation, models, networks, pretrained, pyramid, tiles
+from mtcnn_jax.boxes import BoxMode
 from mtcnn_jax.errors import UserError
+from mtcnn_jax.faces import Faces, no_faces
+from mtcnn_jax.networks import compiled_programs  # noqa: F401  (re-exported: how many programs detection compiled)
 from mtcnn_jax.pyramid import PYRAMID_MODES
 
-
-class Faces(NamedTuple):
-    """Detections in one image, sorted by descending score.
-
-    boxes: float32[N, 4], ``x1, y1, x2, y2`` in input-image pixels, 0-based and
-    half-open (``x1, y1`` is the first pixel inside the face box, ``x2, y2`` one past
-    the last; width = ``x2 - x1``; the WIDER FACE ``x + w`` convention).
-    scores: float32[N], O-Net's face probability.
-    landmarks: float32[N, 5, 2], ``(x, y)`` in the same pixel frame, in the order
-    left eye, right eye, nose, left mouth corner, right mouth corner ("left" = the
-    image's left).
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    landmarks: np.ndarray
-
-
-def _empty_faces() -> Faces:
-    return Faces(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
-
-
-# ---------------------------------------------------------------------------
-# Shapes: P-Net levels and crop batches are padded to a bounded set of sizes so
-# that a stream of arbitrary image sizes compiles a bounded number of programs.
-
-
-def bucket(n: int, minimum: int = 16) -> int:
-    """Round a side length up to the next bucket: multiples of 16 up to 128, then 4 sizes an octave.
-
-    E.g. 12 → 16, 100 → 112, 130 → 160, 300 → 320, 614 → 640. Pads by less than
-    16 pixels up to 128, by at most 25% above; 28 sizes cover 12..4096.
-    """
-    n = max(int(n), minimum)
-    step = max(16, 2 ** (max(n - 1, 1).bit_length() - 3))
-    return -(-n // step) * step
-
-
-def batch_bucket(n: int) -> int:
-    """Round a crop batch size up to a power of two, at least 16."""
-    return max(16, 1 << max(int(n) - 1, 0).bit_length())
-
-
-def pnet_output_size(h: int, w: int) -> Tuple[int, int]:
-    """Spatial size of P-Net's output for an ``h × w`` input (both ≥ 12)."""
-    return (-(-(h - 2) // 2) - 4, -(-(w - 2) // 2) - 4)
-
-
-#: XLA options for the networks. On CPU, jaxlib 0.10's default sends convolutions
-#: and dots through YNNPACK fusions; for these small networks the plain Eigen path
-#: is faster (measured on 2 loaded cores, same process, interleaved: P-Net tiles
-#: 1.2-1.4x, R-Net and O-Net batches 1.0-1.8x, a whole 480×640 P-Net 1.8x). An
-#: empty ``xla_cpu_experimental_ynn_fusion_type`` turns the fusions off for these
-#: programs only, with no process-wide ``XLA_FLAGS`` to set before JAX starts; it
-#: is a CPU option, so it is passed on CPU only. ``MTCNN_JAX_YNN=1`` keeps XLA's default.
-def _xla_options() -> dict:
-    if os.environ.get("MTCNN_JAX_YNN", "") == "1" or jax.default_backend() != "cpu":
-        return {}
-    return {"xla_cpu_experimental_ynn_fusion_type": ""}
-
-
-def _tuned_networks() -> bool:
-    """Whether the networks run as :mod:`mtcnn_jax.inference`'s CPU formulations (CPU backend, unless
-    ``MTCNN_JAX_NETS=modules``) rather than as the ``flax.linen`` modules."""
-    return jax.default_backend() == "cpu" and os.environ.get("MTCNN_JAX_NETS", "") != "modules"
-
-
-def _jit(fn, tuned=None):
-    """``jax.jit`` of ``fn`` (or of ``tuned``, where :func:`_tuned_networks`) with :func:`_xla_options`.
-
-    Both are decided at the first call, once the backend is up.
-    """
-    compiled = {}
-
-    def call(*args):
-        f = compiled.get("f")
-        if f is None:
-            body = tuned if tuned is not None and _tuned_networks() else fn
-            f = compiled["f"] = jax.jit(body, compiler_options=_xla_options() or None)
-        return f(*args)
-
-    call.cache_size = lambda: compiled["f"]._cache_size() if "f" in compiled else 0
-    call.__wrapped__ = fn
-    call.__doc__ = fn.__doc__
-    return call
-
-
-def _pnet_tiles_fn(params, tiles_u8, mask):
-    """P-Net on a batch of packed tiles (see :func:`_pack_pieces`).
-
-    tiles_u8: uint8[K, T, T, 3]; mask: bool[K, T - 2, T - 2], True where conv1's
-    3×3 window lies inside one piece (:class:`mtcnn_jax.models.PNet`'s
-    ``valid_mask``), so a piece's partial last pooling window sees only its own
-    pixels, exactly as ``valid_hw`` on the whole level. Returns
-    float32[K, T/2 - 5, T/2 - 5, 5]: face probability, then the regression
-    ``dx1, dy1, dx2, dy2``.
-    """
-    out = models.PNet().apply({"params": params}, models.normalize(tiles_u8), valid_mask=mask)
-    prob = jax.nn.softmax(out.logits, axis=-1)[..., 1:]
-    return jnp.concatenate([prob, out.box], axis=-1)
-
-
-def _pnet_level_fn(params, image_u8, valid_hw):
-    """uint8[1, H, W, 3] (padded) → face probability float32[H', W'], regression float32[H', W', 4]."""
-    out = models.PNet().apply({"params": params}, models.normalize(image_u8), valid_hw)
-    return jax.nn.softmax(out.logits[0], axis=-1)[..., 1], out.box[0]
-
-
-def _rnet_fn(params, crops_u8):
-    """uint8[B, 24, 24, 3] → face probability float32[B], regression float32[B, 4]."""
-    out = models.RNet().apply({"params": params}, models.normalize(crops_u8))
-    return jax.nn.softmax(out.logits, axis=-1)[:, 1], out.box
-
-
-def _onet_fn(params, crops_u8):
-    """uint8[B, 48, 48, 3] → probability [B], regression [B, 4], landmarks [B, 10] (x1..x5, y1..y5)."""
-    out = models.ONet().apply({"params": params}, models.normalize(crops_u8))
-    return jax.nn.softmax(out.logits, axis=-1)[:, 1], out.box, out.landmarks
-
-
-_pnet_tiles = _jit(_pnet_tiles_fn, inference.pnet)
-_pnet_forward = _jit(_pnet_level_fn)  # one whole level, the module (reference path, used by tests)
-_rnet_forward = _jit(_rnet_fn, inference.rnet)
-_onet_forward = _jit(_onet_fn, inference.onet)
-
-#: P-Net tile side (even) and tiles per call; R-Net and O-Net crops per call.
-#: Small fixed shapes: one program per network whatever the image sizes, and
-#: working sets that stay in the CPU's caches (per pixel or per crop, small batches
-#: ran up to 2x faster than large ones on 2 cores).
-PNET_TILE = 128
-PNET_TILES_PER_CALL = 4
-RNET_BATCH = 32
-ONET_BATCH = 16
-
-
-def compiled_programs() -> int:
-    """How many XLA programs the detector's networks hold compiled in this process."""
-    return sum(f.cache_size() for f in (_pnet_tiles, _pnet_forward, _rnet_forward, _onet_forward))
-
-
-def _run_batched(fn, params, crops: np.ndarray, batch: int = 0):
-    """Run a crop network on ``crops`` in calls of ``batch`` crops (the last padded); outputs cut back to N.
-
-    All calls are dispatched before any result is read, so the host keeps
-    preparing while the device computes.
-    """
-    n = len(crops)
-    batch = batch or batch_bucket(n)
-    pending = []
-    for s in range(0, n, batch):
-        chunk = crops[s : s + batch]
-        if len(chunk) < batch:
-            chunk = np.concatenate([chunk, np.zeros((batch - len(chunk),) + crops.shape[1:], np.uint8)])
-        pending.append(fn(params, chunk))
-    if not pending:
-        return None
-    outs = [np.concatenate([np.asarray(p[i]) for p in pending])[:n] for i in range(len(pending[0]))]
-    return outs
-
-
-# ---------------------------------------------------------------------------
-# P-Net on packed tiles. Each pyramid level is cut into pieces of at most T×T
-# pixels that overlap by 10 pixels (P-Net's 12-pixel window minus its stride 2),
-# starting at even offsets, so that every window of the level lies whole in
-# exactly one piece and the pieces' outputs tile the level's output without
-# overlap. Pieces of all levels of all images are packed into T×T tiles (shelf
-# packing at even offsets, so pooling pairs never straddle two pieces) and run
-# PNET_TILES_PER_CALL tiles at a time.
-
-
-class _Piece(NamedTuple):
-    level: int  # index into the list of levels
-    y0: int  # top-left corner in the level (even)
-    x0: int
-    h: int  # size in pixels (≤ T)
-    w: int
-
-
-def _cut_level(index: int, hs: int, ws: int, tile: int) -> List[_Piece]:
-    """Pieces of an ``hs × ws`` level, so that each output cell's window lies in exactly one piece.
-
-    Windows start at even offsets up to ``2 * (h' - 1)``, which is ``size - 12``
-    for an even size and ``size - 11`` for an odd one (the last, partial pooling
-    window reaches one pixel past the level). A piece at offset ``o`` holds the
-    windows starting at ``o .. o + tile - 12``; the next piece starts ``tile - 10`` later.
-    """
-    step = tile - 10
-    oh, ow = pnet_output_size(hs, ws)
-    return [
-        _Piece(index, y, x, min(tile, hs - y), min(tile, ws - x))
-        for y in range(0, 2 * (oh - 1) + 1, step)
-        for x in range(0, 2 * (ow - 1) + 1, step)
-    ]
-
-
-def _pack_pieces(pieces: Sequence[_Piece], tile: int) -> List[Tuple[int, int, int]]:
-    """Shelf packing, first fit by decreasing height: ``(tile index, y, x)`` for each piece, all even.
-
-    Each piece goes on the first shelf (of any tile) tall enough with room left,
-    else on a new shelf in the first tile with height left, else in a new tile.
-    """
-    even = lambda n: n + (n & 1)  # noqa: E731
-    order = sorted(range(len(pieces)), key=lambda i: (-pieces[i].h, -pieces[i].w))
-    place: list = [None] * len(pieces)
-    shelves: List[list] = []  # [tile, y, height, x cursor]
-    tile_top: List[int] = []  # height used in each tile
-    for i in order:
-        h, w = pieces[i].h, pieces[i].w
-        for shelf in shelves:
-            if shelf[2] >= h and shelf[3] + w <= tile:
-                break
-        else:
-            t = next((k for k, top in enumerate(tile_top) if top + h <= tile), None)
-            if t is None:
-                t = len(tile_top)
-                tile_top.append(0)
-            shelf = [t, tile_top[t], min(even(h), tile - tile_top[t]), 0]
-            tile_top[t] += even(h)
-            shelves.append(shelf)
-        place[i] = (shelf[0], shelf[1], shelf[3])
-        shelf[3] += even(w)
-    return place
-
-
-def _pnet_levels(params, levels: Sequence[np.ndarray], tile: int = 0, per_call: int = 0):
-    """P-Net over whole levels (uint8[h, w, 3] each) → per level (prob float32[h', w'], reg float32[h', w', 4]).
-
-    Equal, up to float rounding, to running :class:`mtcnn_jax.models.PNet` on
-    each level alone (tested against :func:`_pnet_forward`).
-    """
-    return _pnet_stream(params, [lv.shape[:2] for lv in levels], levels.__getitem__, tile, per_call)
-
-
-def _pnet_stream(params, sizes: Sequence[Tuple[int, int]], make_level, tile: int = 0, per_call: int = 0):
-    """:func:`_pnet_levels` for levels made on demand: ``make_level(i)`` → uint8[h_i, w_i, 3], called in order.
-
-    The packing needs only the sizes, so tiles are dispatched as soon as the
-    levels they hold exist: the device runs P-Net on the first levels while the
-    host is still resizing the next ones.
-    """
-    tile = tile or PNET_TILE
-    per_call = per_call or PNET_TILES_PER_CALL
-    pieces = [p for i, (h, w) in enumerate(sizes) for p in _cut_level(i, h, w, tile)]
-    place = _pack_pieces(pieces, tile)
-    n_tiles = max((t for t, _, _ in place), default=-1) + 1
-    need = [-1] * n_tiles  # the last level each tile holds a piece of
-    held: List[list] = [[] for _ in range(n_tiles)]
-    for p, (t, y, x) in zip(pieces, place):
-        need[t] = max(need[t], p.level)
-        held[t].append((p, y, x))
-    order = sorted(range(n_tiles), key=lambda t: (need[t], t))
-    levels: list = [None] * len(sizes)
-    pending, done = [], 0
-
-    def dispatch(ids):
-        tiles = np.zeros((per_call, tile, tile, 3), np.uint8)
-        mask = np.zeros((per_call, tile - 2, tile - 2), bool)
-        for j, t in enumerate(ids):
-            for p, y, x in held[t]:
-                tiles[j, y : y + p.h, x : x + p.w] = levels[p.level][p.y0 : p.y0 + p.h, p.x0 : p.x0 + p.w]
-                mask[j, y : y + p.h - 2, x : x + p.w - 2] = True
-        pending.append((ids, _pnet_tiles(params, tiles, mask)))
-
-    for i in range(len(sizes)):
-        levels[i] = make_level(i)
-        ready = done
-        while ready < n_tiles and need[order[ready]] <= i:
-            ready += 1
-        while ready - done >= per_call or (i == len(sizes) - 1 and done < ready):
-            dispatch(order[done : done + per_call])
-            done += len(order[done : done + per_call])
-    out: list = [None] * n_tiles
-    for ids, result in pending:
-        result = np.asarray(result)
-        for j, t in enumerate(ids):
-            out[t] = result[j]
-    maps = []
-    for h, w in sizes:
-        oh, ow = pnet_output_size(h, w)
-        maps.append(np.zeros((max(oh, 0), max(ow, 0), 5), np.float32))
-    for p, (t, y, x) in zip(pieces, place):
-        oh, ow = pnet_output_size(p.h, p.w)
-        maps[p.level][p.y0 // 2 : p.y0 // 2 + oh, p.x0 // 2 : p.x0 // 2 + ow] = out[t][y // 2 : y // 2 + oh, x // 2 : x // 2 + ow]
-    return [(m[..., 0], m[..., 1:]) for m in maps]
-
-
-def _run_crops(fn, params, images, boxes_list, size: int, method: str, batch: int, mirrored: bool = False):
-    """Crop network ``fn`` on the ``size × size`` crops of ``boxes_list[k]`` (0-based inclusive) in ``images[k]``.
-
-    Crops are cut straight into fixed batches of ``batch`` (the last zero-padded),
-    and each batch is dispatched as soon as it is full, so the device computes
-    while the host cuts the next one. Returns the outputs for all boxes in order
-    (cut back to their number), or ``None`` when there are none. ``mirrored``:
-    also run ``fn`` on the horizontally mirrored crops; returns ``(plain, mirrored)``.
-    """
-    pending, mirror_pending = [], []
-    buf, fill = None, 0
-    total = 0
-    for image, boxes in zip(images, boxes_list):
-        at = 0
-        while at < len(boxes):
-            if buf is None:
-                buf, fill = np.zeros((batch, size, size, 3), np.uint8), 0
-            take = min(batch - fill, len(boxes) - at)
-            buf[fill : fill + take] = bx.crop_and_resize(image, boxes[at : at + take], size, method)
-            fill, at, total = fill + take, at + take, total + take
-            if fill == batch:
-                pending.append(fn(params, buf))
-                if mirrored:
-                    mirror_pending.append(fn(params, np.ascontiguousarray(buf[:, :, ::-1])))
-                buf = None
-    if buf is not None:
-        pending.append(fn(params, buf))
-        if mirrored:
-            mirror_pending.append(fn(params, np.ascontiguousarray(buf[:, :, ::-1])))
-    if not pending:
-        return None
-
-    def gather(results):
-        return [np.concatenate([np.asarray(r[i]) for r in results])[:total] for i in range(len(results[0]))]
-
-    return (gather(pending), gather(mirror_pending)) if mirrored else gather(pending)
+AUTHORS, INCLUSIVE, HALF_OPEN = BoxMode.AUTHORS, BoxMode.INCLUSIVE, BoxMode.HALF_OPEN
 
 
 # ---------------------------------------------------------------------------
@@ -454,7 +143,7 @@ class MTCNN:
 
     Whatever the image sizes, the networks run in a fixed set of shapes (P-Net on
     packed 128×128 tiles, R-Net and O-Net on fixed crop batches): a process
-    compiles at most three programs for detection (:func:`compiled_programs`).
+    compiles at most three programs for detection (:func:`mtcnn_jax.networks.compiled_programs`).
     """
 
     def __init__(
@@ -513,7 +202,7 @@ class MTCNN:
     # -- stages ---------------------------------------------------------------
 
     def proposals(self, image: np.ndarray) -> np.ndarray:
-        """Stage 1: P-Net over the pyramid → candidate boxes float64[N, 5] (inclusive 1-based x1..y2, score).
+        """Stage 1, steps 1-5: P-Net over the pyramid → boxes float64[N, 5] (``AUTHORS`` x1..y2, score).
 
         Returned after per-scale NMS (IoU 0.5) and cross-scale NMS (0.7), the
         regression, squaring and truncation to integers, as the authors do.
@@ -521,7 +210,7 @@ class MTCNN:
         return self._proposals([image])[0]
 
     def refine(self, image: np.ndarray, cand: np.ndarray) -> np.ndarray:
-        """Stage 2: R-Net on 24×24 crops of ``cand`` → boxes float64[M, 5] (inclusive 1-based, score).
+        """Stage 2, steps 6-7: R-Net on 24×24 crops of ``cand`` → boxes float64[M, 5] (``AUTHORS``, score).
 
         Keeps crops scoring above the R-Net threshold, NMS (IoU 0.7), then the
         regression and squaring.
@@ -529,74 +218,44 @@ class MTCNN:
         return self._refine([image], [cand])[0]
 
     def output(self, image: np.ndarray, cand: np.ndarray) -> Faces:
-        """Stage 3: O-Net on 48×48 crops → final :class:`Faces` (converted to 0-based half-open)."""
+        """Stage 3, steps 8-10: O-Net on 48×48 crops of ``cand`` → the final :class:`Faces` (``HALF_OPEN``)."""
         return self._output([image], [cand])[0]
 
     # -- the stages over a group of images ------------------------------------
 
     def _proposals(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
-        sizes, owner, source = [], [], []  # every pyramid level of every image: size, (image, scale), source
-        for k, image in enumerate(images):
-            h, w = image.shape[:2]
-            scales = pyramid.scales(h, w, self.min_face_size, self.factor)
-            first = len(sizes)
-            source += [first + j if j >= 0 else -1 for j in pyramid.sources(scales, self.factor, self.pyramid)]
-            for s in scales:
-                sizes.append(pyramid.level_size(h, w, s))
-                owner.append((k, s))
-        needed = set(source) - {-1}
-        made: dict = {}  # levels still to be resized from (each is the source of one later level)
-
-        def make_level(i):
-            src = images[owner[i][0]] if source[i] < 0 else made.pop(source[i])
-            level = pyramid.resize(src, sizes[i], self.resize)
-            if i in needed:
-                made[i] = level
-            return level
-
+        # 1. The image pyramid of every image; each level is made as P-Net's tiles need it.
+        levels = pyramid.Levels(images, self.min_face_size, self.factor, self.pyramid, self.resize)
+        # 2. P-Net on every scale (all levels packed into tiles: mtcnn_jax.tiles) → windows above threshold 1.
         found: List[list] = [[] for _ in images]
-        for (k, s), (prob, reg) in zip(owner, _pnet_stream(self.params["pnet"], sizes, make_level)):
-            rows, cols = np.nonzero(prob >= self.thresholds[0])
-            if rows.size == 0:
-                continue
-            reg = reg[rows, cols]
-            cand = np.stack(
-                [
-                    np.fix((2 * cols + 1) / s),
-                    np.fix((2 * rows + 1) / s),
-                    np.fix((2 * cols + pyramid.CELL) / s),
-                    np.fix((2 * rows + pyramid.CELL) / s),
-                ],
-                axis=1,
-            )
-            score = prob[rows, cols].astype(np.float64)
-            keep = bx.nms(cand, score, self.nms_thresholds[0], "union")
-            found[k].append(np.concatenate([cand[keep], score[keep, None], reg[keep]], axis=1))
+        for (k, scale), (prob, reg) in zip(levels.owner, tiles.pnet_stream(self.params["pnet"], levels.sizes, levels.make)):
+            cand = _windows(prob, reg, scale, self.thresholds[0])
+            # 3. NMS 0.5 within the scale.
+            if len(cand):
+                found[k].append(cand[bx.nms(cand[:, :4], cand[:, 4], self.nms_thresholds[0], "union")])
         out = []
         for f in found:
             if not f:
                 out.append(np.zeros((0, 5)))
                 continue
-            allc = np.concatenate(f)
-            keep = bx.nms(allc[:, :4], allc[:, 4], self.nms_thresholds[1], "union")
-            allc = allc[keep]
-            boxes = np.fix(bx.square(bx.calibrate(allc[:, :4], allc[:, 5:9], inclusive=False)))
-            out.append(np.concatenate([boxes, allc[:, 4:5]], axis=1))
+            cand = np.concatenate(f)
+            # 4. NMS 0.7 across the scales.
+            cand = cand[bx.nms(cand[:, :4], cand[:, 4], self.nms_thresholds[1], "union")]
+            # 5. Calibrate (widths x2 - x1 here, as the authors' code after P-Net), square, truncate.
+            boxes = np.fix(bx.square(bx.calibrate(cand[:, :4], cand[:, 5:9], inclusive=False)))
+            out.append(np.concatenate([boxes, cand[:, 4:5]], axis=1))
         return out
 
     def _refine(self, images: Sequence[np.ndarray], cands: Sequence[np.ndarray]) -> List[np.ndarray]:
-        res = _run_crops(_rnet_forward, self.params["rnet"], images, [c[:, :4] - 1 for c in cands], 24, self.resize, RNET_BATCH)
-        out, at = [], 0
-        for cand in cands:
-            if len(cand) == 0:
-                out.append(np.zeros((0, 5)))
-                continue
-            prob, reg = (r[at : at + len(cand)] for r in res)
-            at += len(cand)
+        # 6. R-Net on the 24×24 crops of every box (zero-padded outside the image).
+        crops = [bx.convert(c[:, :4], AUTHORS, INCLUSIVE) for c in cands]
+        res = networks.run_crops(networks.rnet, self.params["rnet"], images, crops, 24, self.resize, networks.RNET_BATCH)
+        if res is None:  # no boxes in any image
+            return [np.zeros((0, 5)) for _ in cands]
+        out = []
+        for cand, (prob, reg) in zip(cands, _per_image(res, cands)):
+            # 7. Keep scores above threshold 2; NMS 0.7; calibrate; square.
             ok = prob > self.thresholds[1]
-            if not ok.any():
-                out.append(np.zeros((0, 5)))
-                continue
             b, p, r = cand[ok, :4], prob[ok].astype(np.float64), reg[ok]
             keep = bx.nms(b, p, self.nms_thresholds[2], "union")
             boxes = bx.square(bx.calibrate(b[keep], r[keep], inclusive=True))
@@ -604,36 +263,31 @@ class MTCNN:
         return out
 
     def _output(self, images: Sequence[np.ndarray], cands: Sequence[np.ndarray]) -> List[Faces]:
+        # 8. Truncate; O-Net on the 48×48 crops (with flip_landmarks, also on the mirrored crops).
         fixed = [np.fix(c[:, :4]) for c in cands]
-        boxes = [b - 1 for b in fixed]
-        res = _run_crops(_onet_forward, self.params["onet"], images, boxes, 48, self.resize, ONET_BATCH, self.flip_landmarks)
-        if res is not None and self.flip_landmarks:
+        crops = [bx.convert(b, AUTHORS, INCLUSIVE) for b in fixed]
+        res = networks.run_crops(
+            networks.onet, self.params["onet"], images, crops, 48, self.resize, networks.ONET_BATCH, self.flip_landmarks
+        )
+        if res is None:  # no boxes in any image
+            return [no_faces() for _ in cands]
+        if self.flip_landmarks:
             res, mirrored = res
             res[2] = 0.5 * (res[2] + models.mirror_landmarks(mirrored[2]))
-        out, at = [], 0
-        for b in fixed:
-            if len(b) == 0:
-                out.append(_empty_faces())
-                continue
-            prob, reg, lms = (r[at : at + len(b)] for r in res)
-            at += len(b)
+        out = []
+        for b, (prob, reg, lms) in zip(fixed, _per_image(res, fixed)):
+            # 9. Keep scores above threshold 3; landmarks relative to the box before its regression.
             ok = prob > self.thresholds[2]
-            if not ok.any():
-                out.append(_empty_faces())
-                continue
-            b, p, r, lms = b[ok], prob[ok].astype(np.float64), reg[ok], lms[ok].astype(np.float64)
-            # Landmarks are relative to the crop before regression: x = x1 - 1 + w * u with
-            # the 1-based x1 and w = x2 - x1 + 1, i.e. 0-based first pixel + w * u.
-            w = b[:, 2] - b[:, 0] + 1
-            h = b[:, 3] - b[:, 1] + 1
-            pts = np.stack([b[:, 0:1] - 1 + w[:, None] * lms[:, :5], b[:, 1:2] - 1 + h[:, None] * lms[:, 5:]], axis=2)
+            b, p, r = b[ok], prob[ok].astype(np.float64), reg[ok]
+            points = _landmarks(b, lms[ok].astype(np.float64))
+            # 10. Calibrate; NMS 0.7 "min".
             final = bx.calibrate(b, r, inclusive=True)
             keep = bx.nms(final, p, self.nms_thresholds[3], "min")
             out.append(
                 Faces(
-                    bx.to_half_open(final[keep]).astype(np.float32),
+                    bx.convert(final[keep], AUTHORS, HALF_OPEN).astype(np.float32),
                     p[keep].astype(np.float32),
-                    pts[keep].astype(np.float32),
+                    points[keep].astype(np.float32),
                 )
             )
         return out
@@ -641,12 +295,54 @@ class MTCNN:
     def _detect_group(self, images: Sequence[np.ndarray]) -> List[Faces]:
         """The cascade over ``images`` together; images under 12 pixels on a side give no faces."""
         big = [i for i, im in enumerate(images) if min(im.shape[:2]) >= pyramid.CELL]
-        out = [_empty_faces() for _ in images]
+        out = [no_faces() for _ in images]
         if big:
             ims = [images[i] for i in big]
             for i, faces in zip(big, self._output(ims, self._refine(ims, self._proposals(ims)))):
                 out[i] = faces
         return out
+
+
+def _windows(prob: np.ndarray, reg: np.ndarray, scale: float, threshold: float) -> np.ndarray:
+    """P-Net's cells scoring at least ``threshold`` → float64[N, 9]: box (AUTHORS), score, regression.
+
+    Cell ``(row, col)`` of a level is the 12×12 window at level pixel
+    ``(2 col, 2 row)``; as the authors' ``generateBoundingBox``, its box in the
+    image is ``x1 = fix((2 col + 1) / scale)``, ``x2 = fix((2 col + 12) / scale)``
+    (1-based, inclusive), and likewise in y.
+    """
+    rows, cols = np.nonzero(prob >= threshold)
+    box = np.stack(
+        [
+            np.fix((2 * cols + 1) / scale),
+            np.fix((2 * rows + 1) / scale),
+            np.fix((2 * cols + pyramid.CELL) / scale),
+            np.fix((2 * rows + pyramid.CELL) / scale),
+        ],
+        axis=1,
+    )
+    score = prob[rows, cols].astype(np.float64)
+    return np.concatenate([box, score[:, None], reg[rows, cols]], axis=1)
+
+
+def _landmarks(boxes: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+    """O-Net's landmarks in image pixels: float64[N, 5, 2] ``(x, y)``.
+
+    boxes: the AUTHORS boxes O-Net saw (before their regression); fractions:
+    float64[N, 10], ``x1..x5, y1..y5`` as fractions of the box's width and height.
+    A point is the box's first pixel (0-based) plus size × fraction: the authors'
+    ``x1 - 1 + w u`` with their 1-based ``x1`` and ``w = x2 - x1 + 1``.
+    """
+    b = bx.convert(boxes, AUTHORS, INCLUSIVE)
+    w = b[:, 2] - b[:, 0] + 1
+    h = b[:, 3] - b[:, 1] + 1
+    return np.stack([b[:, 0:1] + w[:, None] * fractions[:, :5], b[:, 1:2] + h[:, None] * fractions[:, 5:]], axis=2)
+
+
+def _per_image(outputs, boxes_per_image) -> list:
+    """A crop network's outputs for the boxes of all images, in order → one tuple of outputs per image."""
+    ends = np.cumsum([len(b) for b in boxes_per_image])
+    return [tuple(o[end - len(b) : end] for o in outputs) for b, end in zip(boxes_per_image, ends)]
 
 
 def detect(images, **settings) -> Union[Faces, List[Faces]]:

@@ -3,33 +3,30 @@
 The same networks as :mod:`mtcnn_jax.models` with the same params pytrees, the
 same inputs (uint8 RGB pixels) and the same outputs up to float rounding (tested
 to 1e-6 against the ``flax.linen`` modules and the authors' networks), but
-formulated for how XLA's CPU backend runs small convolutions. Measured on one
-core of a 2-core AMD EPYC (jaxlib 0.10.2, YNNPACK fusions off; see
-``benchmarks/speed_README.md``):
+formulated for how XLA's CPU backend runs small convolutions (the timings behind
+each choice are in ``benchmarks/speed_README.md``):
 
-* **Max pooling as strided slices.** ``lax.reduce_window`` ran at a third of
-  the speed of an elementwise maximum of the ``window`` shifted strided slices
-  along each axis (R-Net's first 3×3/2 pooling: 15 → 5 µs per crop). Max is
-  exact, so the outputs are identical.
+* **Max pooling as strided slices.** XLA's ``lax.reduce_window`` is several
+  times slower than an elementwise maximum of the ``window`` shifted strided
+  slices along each axis. Max is exact, so the outputs are identical.
 * **First convolutions (3 input channels) as patches × matrix.** With three
-  input channels XLA's convolution runs at about 20 GFLOP/s; the 27 shifted
+  input channels XLA's convolution uses the vector units poorly; the 27 shifted
   copies of the input side by side times the ``[27, C_out]`` kernel is one
-  well-shaped matrix product (R-Net's conv1: 37 → 20 µs per crop).
+  well-shaped matrix product.
 * **P-Net's conv1 and its 2×2 pooling in one product.** Its ten output channels
   are too few for the vector units, so conv1 is computed for 2×2 blocks of
   output positions at once: a 4×4×3 input patch (48 values) times a
   ``[48, 4 × 10]`` matrix holding the kernel at the four offsets; the PReLU and
-  the pooling max over the block follow in the same fusion (50 → 30 ns per
-  input pixel on a 128×128 tile).
+  the pooling max over the block follow in the same fusion.
 * **P-Net's two 1×1 heads as one ``[32, 6]`` product**, the face probability as
   ``sigmoid(l1 - l0)`` (= ``softmax(l)[1]``).
 
 The deeper convolutions stay ``lax.conv_general_dilated``: with 10 to 64 input
-channels XLA's own convolution was as fast as or faster than patches × matrix.
+channels XLA's own convolution is as fast as patches × matrix or faster.
 
-Used by :mod:`mtcnn_jax.detector` on the CPU backend; on GPUs and TPUs the
-detector runs the ``flax.linen`` modules, whose convolutions the vendor
-libraries implement. Training always uses the modules (their gradients).
+Which formulation the detector runs (this one on the CPU backend, the modules
+on GPUs and TPUs) is decided in :mod:`mtcnn_jax.networks`. Training always uses
+the modules (their gradients).
 """
 
 from __future__ import annotations

@@ -84,3 +84,37 @@ def sources(scales_: List[float], factor: float, mode: str = "chained") -> List[
 def resize(image: np.ndarray, size_hw: Tuple[int, int], method: str = "antialiased") -> np.ndarray:
     """``image`` uint8[H, W, 3] resized to the level size ``size_hw = (h, w)``; see :func:`mtcnn_jax.boxes.resize`."""
     return boxes.resize(image, size_hw, method)
+
+
+class Levels:
+    """Every pyramid level of a group of images, in order, each made when asked for.
+
+    ``sizes[i]`` is level ``i``'s ``(h, w)`` and ``owner[i]`` its ``(image index,
+    scale)``; :meth:`make` resizes level ``i`` from its source (:func:`sources`).
+    Only the sizes are needed to plan P-Net's tiles (:func:`mtcnn_jax.tiles.pnet_stream`),
+    so the levels can be made while P-Net runs on the earlier ones.
+    """
+
+    def __init__(self, images, min_face_size: float, factor: float, mode: str = "chained", method: str = "antialiased"):
+        self.images, self.method = images, method
+        self.sizes: List[Tuple[int, int]] = []
+        self.owner: List[Tuple[int, float]] = []
+        self._source: List[int] = []  # index of the level each level is resized from, -1 for its image
+        for k, image in enumerate(images):
+            h, w = image.shape[:2]
+            scales_ = scales(h, w, min_face_size, factor)
+            first = len(self.sizes)
+            self._source += [first + j if j >= 0 else -1 for j in sources(scales_, factor, mode)]
+            for s in scales_:
+                self.sizes.append(level_size(h, w, s))
+                self.owner.append((k, s))
+        self._needed = set(self._source) - {-1}
+        self._kept: dict = {}  # levels still to be resized from (each is the source of one later level)
+
+    def make(self, i: int) -> np.ndarray:
+        """Level ``i``, uint8[h, w, 3]; levels must be made in order (a source is released once used)."""
+        src = self.images[self.owner[i][0]] if self._source[i] < 0 else self._kept.pop(self._source[i])
+        level = resize(src, self.sizes[i], self.method)
+        if i in self._needed:
+            self._kept[i] = level
+        return level

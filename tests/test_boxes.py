@@ -99,3 +99,84 @@ def test_crop_and_resize_shapes_and_constant_patch():
 def test_to_half_open():
     # 1-based inclusive pixels 1..10 = 0-based pixels 0..9 = [0, 10)
     np.testing.assert_allclose(bx.to_half_open(np.array([[1, 2, 10, 20]])), [[0, 1, 10, 20]])
+
+
+# One worked example in every convention. Box 0: the authors' pixels 1..10 (columns) and
+# 2..20 (rows), counted from 1 = 0-based pixels 0..9 and 1..19 = [0, 10) × [1, 20) = corner
+# (0, 1), size 10 × 19. Box 1 has fractional edges (after a regression): 1-based 3.5..8 and 4..6.25.
+WORKED = {
+    bx.BoxMode.AUTHORS: [[1, 2, 10, 20], [3.5, 4, 8, 6.25]],
+    bx.BoxMode.INCLUSIVE: [[0, 1, 9, 19], [2.5, 3, 7, 5.25]],
+    bx.BoxMode.HALF_OPEN: [[0, 1, 10, 20], [2.5, 3, 8, 6.25]],
+    bx.BoxMode.XYWH: [[0, 1, 10, 19], [2.5, 3, 5.5, 3.25]],
+}
+
+
+@pytest.mark.parametrize("src", list(bx.BoxMode))
+@pytest.mark.parametrize("dst", list(bx.BoxMode))
+def test_convert_every_pair_on_the_worked_example(src, dst):
+    got = bx.convert(np.array(WORKED[src]), src, dst)
+    assert got.dtype == np.float64 and got.shape == (2, 4)
+    np.testing.assert_array_equal(got, WORKED[dst])
+    # and back again, exactly (the shifts are by whole pixels)
+    np.testing.assert_array_equal(bx.convert(got, dst, src), WORKED[src])
+
+
+def test_convert_round_trips_random_boxes_and_accepts_mode_names():
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(-50, 500, (100, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(1, 200, (100, 2))], axis=1)
+    for a in bx.BoxMode:
+        for b in bx.BoxMode:
+            np.testing.assert_allclose(bx.convert(bx.convert(boxes, a, b), b, a), boxes, rtol=0, atol=1e-9)
+    # the enum's values name the modes too; one box float[4] is read as [1, 4]
+    np.testing.assert_array_equal(bx.convert([1, 2, 10, 20], "authors", "xywh"), [[0, 1, 10, 19]])
+    assert bx.convert(np.zeros((0, 4)), bx.BoxMode.AUTHORS, bx.BoxMode.HALF_OPEN).shape == (0, 4)
+    with pytest.raises(ValueError):
+        bx.convert(boxes, "one-based", bx.BoxMode.HALF_OPEN)
+    # to_half_open is the AUTHORS → HALF_OPEN conversion
+    np.testing.assert_array_equal(bx.to_half_open(np.array(WORKED[bx.BoxMode.AUTHORS])), WORKED[bx.BoxMode.HALF_OPEN])
+
+
+# A 2 × 2 example for iou_matrix: a0 = (0, 0, 10, 10), a1 = (2, 2, 8, 6); b0 = (5, 0, 15, 10), b1 = (0, 5, 4, 12).
+IOU_A = np.array([[0, 0, 10, 10], [2, 2, 8, 6]])
+IOU_B = np.array([[5, 0, 15, 10], [0, 5, 4, 12]])
+
+
+def test_iou_matrix_half_open_by_hand():
+    # areas (x2 - x1)(y2 - y1): a0 100, a1 6·4 = 24, b0 100, b1 4·7 = 28.
+    # a0∩b0: x 5..10 = 5, y 0..10 = 10 → 50; union 150.   a0∩b1: x 0..4 = 4, y 5..10 = 5 → 20; union 108.
+    # a1∩b0: x 5..8 = 3, y 2..6 = 4 → 12; union 112.      a1∩b1: x 2..4 = 2, y 5..6 = 1 → 2; union 50.
+    np.testing.assert_allclose(
+        bx.iou_matrix(IOU_A, IOU_B, inclusive=False), [[50 / 150, 20 / 108], [12 / 112, 2 / 50]], rtol=1e-12
+    )
+    # "min": intersection over the smaller area
+    np.testing.assert_allclose(
+        bx.iou_matrix(IOU_A, IOU_B, "min", inclusive=False), [[50 / 100, 20 / 28], [12 / 24, 2 / 24]], rtol=1e-12
+    )
+
+
+def test_iou_matrix_inclusive_by_hand():
+    # The same numbers read as inclusive boxes (width x2 - x1 + 1): areas a0 121, a1 7·5 = 35, b0 121, b1 5·8 = 40.
+    # a0∩b0: 6 × 11 = 66; union 176.   a0∩b1: 5 × 6 = 30; union 131.
+    # a1∩b0: 4 × 5 = 20; union 136.    a1∩b1: 3 × 2 = 6; union 69.
+    np.testing.assert_allclose(bx.iou_matrix(IOU_A, IOU_B), [[66 / 176, 30 / 131], [20 / 136, 6 / 69]], rtol=1e-12)
+    np.testing.assert_allclose(bx.iou_matrix(IOU_A, IOU_B, "min"), [[66 / 121, 30 / 40], [20 / 35, 6 / 35]], rtol=1e-12)
+    # iou is one row of it; boxes that only touch share a column of pixels when inclusive, nothing when half-open
+    np.testing.assert_allclose(bx.iou(IOU_A[1], IOU_B, "min"), [20 / 35, 6 / 35], rtol=1e-12)
+    touching = np.array([[10, 0, 20, 10]])
+    assert bx.iou_matrix(IOU_A[:1], touching, inclusive=False).tolist() == [[0.0]]
+    np.testing.assert_allclose(bx.iou_matrix(IOU_A[:1], touching), [[11 / 231]], rtol=1e-12)
+    assert bx.iou_matrix(np.zeros((0, 4)), IOU_B).shape == (0, 2)
+    with pytest.raises(ValueError):
+        bx.iou_matrix(IOU_A, IOU_B, "bogus")
+
+
+def test_iou_matrix_is_the_same_for_the_same_pixels_in_either_convention():
+    # Half-open boxes with inclusive=False and their INCLUSIVE conversion with inclusive=True cover the same pixels.
+    inc_a = bx.convert(IOU_A, bx.BoxMode.HALF_OPEN, bx.BoxMode.INCLUSIVE)
+    inc_b = bx.convert(IOU_B, bx.BoxMode.HALF_OPEN, bx.BoxMode.INCLUSIVE)
+    for mode in ("union", "min"):
+        np.testing.assert_allclose(
+            bx.iou_matrix(inc_a, inc_b, mode), bx.iou_matrix(IOU_A, IOU_B, mode, inclusive=False), rtol=1e-12
+        )

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtcnn_jax import detector, inference, models, pretrained
+from mtcnn_jax import inference, models, networks, pretrained, tiles
 from conftest import REPO
 
 TOL = 1e-4  # against the authors' networks, as tests/test_models.py
@@ -25,7 +25,7 @@ def _pnet_any(params, image_u8):
     mask = np.zeros((1, hp - 2, wp - 2), bool)
     mask[0, : h - 2, : w - 2] = True
     out = np.asarray(jax.jit(inference.pnet)(params, canvas, mask))[0]
-    oh, ow = detector.pnet_output_size(h, w)
+    oh, ow = tiles.pnet_output_size(h, w)
     return out[:oh, :ow]
 
 
@@ -120,6 +120,6 @@ def test_conv_as_patches_equals_lax_conv():
 
 
 def test_detector_uses_them_on_the_cpu_and_the_modules_on_request(params, monkeypatch):
-    assert jax.default_backend() != "cpu" or detector._tuned_networks()
+    assert jax.default_backend() != "cpu" or networks.cpu_formulation()
     monkeypatch.setenv("MTCNN_JAX_NETS", "modules")
-    assert not detector._tuned_networks()
+    assert not networks.cpu_formulation()

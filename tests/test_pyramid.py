@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mtcnn_jax import detector, pyramid
+from mtcnn_jax import pyramid, tiles
 
 
 def test_scales_default_100px():
@@ -34,19 +34,9 @@ def test_resize_output_shape():
 
 def test_pnet_output_size():
     # conv3 → ceil-pool2 → conv3 → conv3: 61 → 59 → 30 → 28 → 26; 12 → 10 → 5 → 3 → 1
-    assert detector.pnet_output_size(61, 83) == (26, 37)
-    assert detector.pnet_output_size(12, 12) == (1, 1)
-    assert detector.pnet_output_size(30, 24) == (10, 7)
-
-
-def test_buckets_are_bounded_and_cover():
-    assert [detector.bucket(n) for n in (12, 16, 17, 100, 130, 300, 614)] == [16, 16, 32, 112, 160, 320, 640]
-    sizes = {detector.bucket(n) for n in range(12, 4097)}
-    # 16..128 in steps of 16 (8), then 4 steps an octave: 160..256, 320..512, ... → 8 + 4*5 = 28
-    assert len(sizes) == 28
-    for n in range(12, 4097):
-        assert n <= detector.bucket(n) < n + 16 or detector.bucket(n) <= n * 1.25
-    assert [detector.batch_bucket(n) for n in (1, 16, 17, 100)] == [16, 16, 32, 128]
+    assert tiles.pnet_output_size(61, 83) == (26, 37)
+    assert tiles.pnet_output_size(12, 12) == (1, 1)
+    assert tiles.pnet_output_size(30, 24) == (10, 7)
 
 
 def test_chain_step_is_the_level_about_twice_as_large():

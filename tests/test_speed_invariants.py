@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mtcnn_jax import MTCNN, boxes as bx, detector as D, load_image, pyramid
+from mtcnn_jax import MTCNN, boxes as bx, load_image, networks, pyramid, tiles
 from conftest import REPO
 
 ASTRONAUT = REPO / "mtcnn_jax/assets/astronaut.jpg"
@@ -39,10 +39,11 @@ def face():
 
 def _whole_level(params, level):
     hs, ws = level.shape[:2]
-    canvas = np.zeros((1, D.bucket(hs), D.bucket(ws), 3), np.uint8)
+    pad = lambda n: -(-n // 16) * 16  # noqa: E731  (a padded canvas: valid_hw must mask the rest)
+    canvas = np.zeros((1, pad(hs), pad(ws), 3), np.uint8)
     canvas[0, :hs, :ws] = level
-    prob, reg = D._pnet_forward(params, canvas, np.array([hs, ws], np.int32))
-    oh, ow = D.pnet_output_size(hs, ws)
+    prob, reg = networks.pnet_level(params, canvas, np.array([hs, ws], np.int32))
+    oh, ow = tiles.pnet_output_size(hs, ws)
     return np.asarray(prob)[:oh, :ow], np.asarray(reg)[:oh, :ow]
 
 
@@ -54,8 +55,8 @@ def test_packed_tiles_equal_whole_levels(det):
     # odd and even sizes, a level just at the window, one wider than several tiles
     sizes = [(12, 12), (13, 31), (33, 65), (65, 129), (129, 33), (301, 77), (40, 333)]  # incl. tile + 1 (odd edges)
     levels += [rng.integers(0, 256, size + (3,), dtype=np.uint8) for size in sizes]
-    for tile, per_call in [(32, 3), (64, 2), (D.PNET_TILE, D.PNET_TILES_PER_CALL)]:
-        got = D._pnet_levels(det.params["pnet"], levels, tile, per_call)
+    for tile, per_call in [(32, 3), (64, 2), (tiles.PNET_TILE, tiles.PNET_TILES_PER_CALL)]:
+        got = tiles.pnet_levels(det.params["pnet"], levels, tile, per_call)
         for level, (prob, reg) in zip(levels, got):
             want_prob, want_reg = _whole_level(det.params["pnet"], level)
             assert prob.shape == want_prob.shape and reg.shape == want_reg.shape
@@ -65,16 +66,16 @@ def test_packed_tiles_equal_whole_levels(det):
 
 def test_pieces_cover_every_window_once_and_pack_inside_tiles():
     for hs, ws in [(12, 12), (13, 13), (118, 119), (128, 128), (129, 129), (129, 250), (247, 237), (500, 37)]:
-        pieces = D._cut_level(0, hs, ws, 128)
-        oh, ow = D.pnet_output_size(hs, ws)
+        pieces = tiles.cut_level(0, hs, ws, 128)
+        oh, ow = tiles.pnet_output_size(hs, ws)
         cover = np.zeros((oh, ow), int)
         for p in pieces:
-            ph, pw = D.pnet_output_size(p.h, p.w)
+            ph, pw = tiles.pnet_output_size(p.h, p.w)
             cover[p.y0 // 2 : p.y0 // 2 + ph, p.x0 // 2 : p.x0 // 2 + pw] += 1
         assert (cover == 1).all(), (hs, ws)
     rng = np.random.default_rng(1)
-    pieces = [D._Piece(0, 0, 0, int(a), int(b)) for a, b in rng.integers(12, 129, (200, 2))]
-    place = D._pack_pieces(pieces, 128)
+    pieces = [tiles.Piece(0, 0, 0, int(a), int(b)) for a, b in rng.integers(12, 129, (200, 2))]
+    place = tiles.pack_pieces(pieces, 128)
     used = {}
     for p, (t, y, x) in zip(pieces, place):
         assert y % 2 == 0 and x % 2 == 0 and y + p.h <= 128 and x + p.w <= 128
@@ -121,15 +122,15 @@ def _stream(face, n_images=60, n_sizes=30, seed=3):
 def test_image_stream_compiles_a_fixed_set_of_programs_and_memory_stays_flat(det, face):
     """60 images of 30 sizes, one by one and as lists: at most one program per network, flat RSS."""
     images = list(_stream(face))
-    before = D.compiled_programs()
+    before = networks.compiled_programs()
     found = sum(len(det.detect(im).boxes) > 0 for im in images[:10])  # warm-up: compiles
     assert found >= 5  # the pasted face is found: R-Net and O-Net ran
-    programs = D.compiled_programs()
+    programs = networks.compiled_programs()
     rss = _rss_mb()
     for im in images[10:40]:
         det.detect(im)
     det.detect(images[40:])  # a list of 20 mixed sizes, processed in groups
-    assert D.compiled_programs() == programs, "a new image size compiled a new program"
+    assert networks.compiled_programs() == programs, "a new image size compiled a new program"
     # the three detection programs (P-Net tiles, R-Net, O-Net batches), at most once each
     assert programs - before <= 3
     assert _rss_mb() - rss < 30, f"RSS grew by {_rss_mb() - rss:.1f} MB after warm-up"
@@ -148,9 +149,9 @@ def test_list_of_mixed_sizes_equals_one_by_one(det, face):
 def test_persistent_cache_is_written_where_the_variable_says(tmp_path: Path):
     code = (
         "import numpy as np\n"
-        "from mtcnn_jax import MTCNN, detector\n"
+        "from mtcnn_jax import MTCNN, networks\n"
         "MTCNN().detect(np.zeros((64, 64, 3), np.uint8))\n"
-        "print(detector.compiled_programs())\n"
+        "print(networks.compiled_programs())\n"
     )
     env = dict(os.environ, MTCNN_JAX_CACHE_DIR=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
@@ -158,7 +159,7 @@ def test_persistent_cache_is_written_where_the_variable_says(tmp_path: Path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert int(out.stdout.split()[-1]) >= 1
     names = [p.name for p in (tmp_path / "cache").iterdir()]
-    # P-Net's program: inference.pnet on the CPU (detector._pnet_tiles_fn elsewhere)
+    # P-Net's program: inference.pnet on the CPU (networks._pnet_tiles_fn elsewhere)
     assert any(n.startswith(("jit_pnet-", "jit__pnet_tiles_fn")) for n in names), names
     env["MTCNN_JAX_CACHE_DIR"] = "off"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
