@@ -15,9 +15,10 @@ the median CPU time per WIDER image (all threads of the process; on a machine sh
 other jobs it is inflated less than the wall time); and the peak resident memory (RSS) of
 the process while that detector ran.
 
-Every detector runs with the paper's settings (min face 20, factor 0.709,
-thresholds 0.6 / 0.7 / 0.7; ipazc's own default for O-Net is 0.8 and is kept, as in the
-reference files), on images read once with ``mtcnn_jax.load_image`` (RGB uint8).
+Every detector runs through ``mtcnn_jax.evaluation.runner`` (the loop of ``mtcnn-jax
+evaluate``) with the paper's settings (min face 20, factor 0.709, thresholds 0.6 / 0.7 /
+0.7; ipazc's own default for O-Net is 0.8 and is kept, as in the reference files), on
+images read once with ``mtcnn_jax.load_image`` (RGB uint8).
 
 The peers are not dependencies of mtcnn_jax; each is used when it imports and skipped,
 with the command that installs it, when it does not:
@@ -60,15 +61,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mtcnn_jax.commands.evaluate import (  # noqa: E402
-    detect_images,
-    landmark_metrics,
-    subset_annotations,
-    wider_metrics,
-)
 from mtcnn_jax.data.wider import read_wider_gt  # noqa: E402
 from mtcnn_jax.evaluation.nme import read_mtfl  # noqa: E402
 from mtcnn_jax.evaluation.predictions import read_predictions  # noqa: E402
+from mtcnn_jax.evaluation.runner import detect_images, landmark_metrics, wider_metrics  # noqa: E402
+from mtcnn_jax.files import write_json  # noqa: E402
 
 WIDER_GT = "widerface_val_subset/wider_face_val_bbx_gt_subset.txt"
 AFLW_LIST = "mtfl_aflw_test_landmarks/testing.txt"
@@ -338,7 +335,7 @@ def main(argv=None) -> int:
     aflw_all = read_mtfl(data / AFLW_LIST)
     keep = np.zeros(len(aflw_all), bool)
     keep[spread(len(aflw_all), args.limit_landmarks)] = True
-    aflw = subset_annotations(aflw_all, keep)
+    aflw = aflw_all.subset(keep)
     print(f"{len(wider)} WIDER images, {len(aflw)} AFLW crops; data {data}", file=sys.stderr)
 
     rows: List[Row] = []
@@ -364,8 +361,7 @@ def main(argv=None) -> int:
 
     print(format_table(rows, args.markdown))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump([r._asdict() for r in rows], f, indent=2, default=float)
+        write_json(args.json, [r._asdict() for r in rows])  # atomically; NaN as null
     return 0
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from mtcnn_jax.cli import main
-from mtcnn_jax.commands import detect as detect_cmd
+from mtcnn_jax.outputs import output_name
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "mtcnn_jax" / "assets" / "astronaut.jpg"
 
@@ -355,12 +355,12 @@ def test_annotate_draws_boxes_and_points_on_a_copy():
     ("movie.gif", "movie.gif.png"),
 ])
 def test_output_names_stay_inside(relative, expected):
-    assert detect_cmd.output_name(relative, set()) == expected
+    assert output_name(relative, set()) == expected
 
 
 def test_output_names_avoid_collisions_case_insensitively():
     used = set()
-    names = [detect_cmd.output_name(r, used) for r in ["a.jpg", "A.JPG", "../a.jpg", "a-1.jpg"]]
+    names = [output_name(r, used) for r in ["a.jpg", "A.JPG", "../a.jpg", "a-1.jpg"]]
     assert names == ["a.jpg", "A-1.JPG", "a-2.jpg", "a-1-1.jpg"]
 
 

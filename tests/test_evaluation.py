@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from mtcnn_jax.boxes import iou_matrix
 from mtcnn_jax.data.wider import parse_wider_gt, read_wider_gt
-from mtcnn_jax.errors import UserError
+from mtcnn_jax.errors import FormatError, UserError
 from mtcnn_jax.evaluation.nme import (
     cumulative_error_distribution,
     evaluate_landmarks,
@@ -17,7 +18,6 @@ from mtcnn_jax.evaluation.nme import (
     read_mtfl,
 )
 from mtcnn_jax.evaluation.predictions import (
-    PredictionFormatError,
     match_paths,
     parse_predictions,
     read_predictions,
@@ -25,7 +25,6 @@ from mtcnn_jax.evaluation.predictions import (
 from mtcnn_jax.evaluation.wider_ap import (
     evaluate,
     evaluate_settings,
-    iou_plus1,
     match_image,
     read_face_lists,
     voc_ap,
@@ -37,7 +36,7 @@ def gt_from(text: str):
 
 
 def preds_from(images: dict) -> dict:
-    """``{path: [(box, score), ...]}`` -> Detections via the CLI's JSON layout."""
+    """``{path: [(box, score), ...]}`` -> Faces via the CLI's JSON layout."""
     return parse_predictions([
         {"path": p, "faces": [{"box": list(b), "score": s} for b, s in faces]}
         for p, faces in images.items()
@@ -74,9 +73,9 @@ DETS_SMALL = {
 def test_iou_counts_one_extra_pixel():
     gt = [[0, 0, 9, 9], [5, 0, 14, 9], [20, 20, 30, 30]]
     # [5, 0, 14, 9]: intersection 5 x 10 = 50, union 100 + 100 - 50 = 150
-    np.testing.assert_allclose(iou_plus1([[0, 0, 9, 9]], gt), [[1.0, 50 / 150, 0.0]])
+    np.testing.assert_allclose(iou_matrix([[0, 0, 9, 9]], gt, inclusive=True), [[1.0, 50 / 150, 0.0]])
     # 11 x 11 inside 11 x 22: IoU exactly 0.5 with +1 areas (it would be 100/210 without)
-    assert iou_plus1([[0, 0, 10, 10]], [[0, 0, 10, 21]])[0, 0] == 0.5
+    assert iou_matrix([[0, 0, 10, 10]], [[0, 0, 10, 21]], inclusive=True)[0, 0] == 0.5
     gt = gt_from("e/x.jpg\n1\n0 0 10 21 0 0 0 0 0 0")
     assert evaluate(preds_from({"e/x.jpg": [((0, 0, 10, 10), 1.0)]}), gt)["ap"] == 1.0
 
@@ -228,13 +227,13 @@ def test_both_json_layouts_read_the_same(tmp_path):
 
 
 def test_malformed_predictions_raise_one_line(tmp_path):
-    with pytest.raises(PredictionFormatError, match=r"image 0 \(x.jpg\), face 0"):
+    with pytest.raises(FormatError, match=r"image 0 \(x.jpg\), face 0"):
         parse_predictions([{"path": "x.jpg", "faces": [{"box": [0, 0, 1], "score": 1}]}])
-    with pytest.raises(PredictionFormatError, match="listed twice"):
+    with pytest.raises(FormatError, match="listed twice"):
         parse_predictions([{"path": "x.jpg", "faces": []}, {"path": "./x.jpg", "faces": []}])
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(PredictionFormatError, match="not valid JSON"):
+    with pytest.raises(FormatError, match="not valid JSON"):
         read_predictions(bad)
 
 
@@ -265,7 +264,7 @@ def test_mtfl_one_based_conversion(tmp_path):
     np.testing.assert_array_equal(read_mtfl(path, one_based=False).points[0], GT_POINTS + 1)
     np.testing.assert_array_equal([ann.gender[0], ann.smile[0], ann.glasses[0], ann.pose[0]], [1, 2, 2, 3])
     path.write_text(MTFL_LINE.format("a.jpg") + "\n\nb.jpg 1 2 3\n")
-    with pytest.raises(UserError, match=r"testing.txt:3: expected 'path x1..x5 y1..y5"):
+    with pytest.raises(FormatError, match=r"testing.txt:3: expected 15 fields 'path x1..x5 y1..y5"):
         read_mtfl(path)
 
 
@@ -360,3 +359,47 @@ def test_landmarks_match_reference(detector, data_dir, reference_dir):
     assert res["nme_mean"] == pytest.approx(mean, abs=TOL)
     assert res["nme_median"] == pytest.approx(median, abs=TOL)
     assert res["failure_rate"] == pytest.approx(failure, abs=TOL)
+
+
+# ------------------------------------------------------------------------------- runner
+
+
+class _OneFace:
+    """Finds the face box (10, 20, 50, 70) in every image."""
+
+    def detect(self, image):
+        return (np.array([[10, 20, 50, 70]], np.float32), np.array([0.9], np.float32),
+                np.zeros((1, 5, 2), np.float32))
+
+
+def test_evaluate_wider_folder_skips_unreadable_images_and_counts_their_faces(tmp_path, capsys):
+    import cv2
+
+    from mtcnn_jax.evaluation.runner import evaluate_wider_folder
+
+    images = tmp_path / "images"
+    (images / "ev").mkdir(parents=True)
+    assert cv2.imwrite(str(images / "ev" / "a.png"), np.full((100, 80, 3), 128, np.uint8))
+    gt = gt_from("ev/a.png\n1\n10 20 40 50 0 0 0 0 0 0\nev/gone.png\n1\n10 20 40 50 0 0 0 0 0 0")
+    out = evaluate_wider_folder(_OneFace(), images, gt)
+    # a's face found, gone.png's missed: precision 1 up to recall 1/2
+    assert out["ap"] == {"all": 0.5, ">=20": 0.5, ">=40": 0.5}
+    assert out["images"] == 1 and out["n_skipped_images"] == 1
+    assert out["skipped_images"][0].endswith("gone.png: no such file")
+    assert capsys.readouterr().err == f"skipped: {out['skipped_images'][0]}\n"
+
+
+def test_runner_predictions_are_what_predictions_json_reads_back(tmp_path):
+    import cv2
+
+    from mtcnn_jax.evaluation.predictions import format_json
+    from mtcnn_jax.evaluation.runner import detect_images
+
+    assert cv2.imwrite(str(tmp_path / "a.png"), np.full((30, 40, 3), 128, np.uint8))
+    run = detect_images(_OneFace(), str(tmp_path), ["a.png"], progress=False)
+    assert run.entries == [{"path": "a.png", "width": 40, "height": 30, "faces": [
+        {"box": [10.0, 20.0, 50.0, 70.0], "score": 0.9, "landmarks": [[0.0, 0.0]] * 5}]}]
+    faces = run.predictions["a.png"]
+    assert faces.boxes.dtype == np.float32 and faces.scores.dtype == np.float64
+    back = parse_predictions(json.loads(format_json(run.entries)))["a.png"]
+    np.testing.assert_array_equal(back.boxes, faces.boxes)

@@ -12,7 +12,7 @@ from mtcnn_jax import config_utils
 from mtcnn_jax.data import samples
 from mtcnn_jax.data import landmarks as lm
 from mtcnn_jax.data import tfds_sources
-from mtcnn_jax.errors import UserError
+from mtcnn_jax.errors import FormatWarning, UserError
 
 CUHK = (
     "a.jpg 5 60 6 70 10 11 20 21 30 31 40 41 50 51\n"  # 1: good
@@ -61,7 +61,7 @@ def test_non_strict_without_a_list_warns_per_bad_line(tmp_path):
         warnings.simplefilter("always")
         faces = lm.read_cuhk_list(path, strict=False)
     assert len(faces) == 2
-    got = [str(w.message).split(": ")[0] for w in caught if w.category is lm.LandmarkFormatWarning]
+    got = [str(w.message).split(": ")[0] for w in caught if w.category is FormatWarning]
     assert got == [f"{path}:2", f"{path}:4", f"{path}:5"]
 
 
@@ -230,3 +230,14 @@ def test_tfds_loaders_without_tensorflow_name_the_extra(monkeypatch):
             next(load("train"))
         assert str(err.value) == ("the TFDS wider_face / celeb_a sources need TensorFlow: "
                                   "pip install 'mtcnn-jax[tfds-sources]'")
+
+
+def test_mtfl_keeps_attributes_reads_zero_based_and_refuses_fractional_attributes(tmp_path):
+    path = tmp_path / "testing.txt"
+    path.write_text("a.jpg 11 21 31 41 51 12 22 32 42 52 1 2 2 3\nb.jpg 1 2 3 4 5 6 7 8 9 10\n")
+    a, b = lm.read_mtfl(path, one_based=False)
+    np.testing.assert_array_equal(a.points[0], [11, 12])  # as written
+    assert a.attributes.tolist() == [1, 2, 2, 3] and b.attributes is None
+    path.write_text("a.jpg 11 21 31 41 51 12 22 32 42 52 1 2.5 2 3\n")
+    with pytest.raises(UserError, match=r"testing\.txt:1: attributes must be whole numbers"):
+        lm.read_mtfl(path)

@@ -13,7 +13,7 @@ import pytest
 from mtcnn_jax.cli import main
 from mtcnn_jax.data.wider import parse_wider_gt
 from mtcnn_jax.evaluation import report as rp
-from mtcnn_jax.evaluation.predictions import Detections
+from mtcnn_jax.faces import Faces
 
 # Faces: F0 (10,10)-(50,50); F1 (100,10)-(140,50) marked invalid; F2 (10,100)-(20,110), 10 px.
 GT = """\
@@ -30,7 +30,7 @@ def record():
 
 
 def dets(boxes, scores):
-    return Detections(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float64), None)
+    return Faces(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float64), None)
 
 
 def test_classify_by_hand():

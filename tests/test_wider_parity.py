@@ -12,8 +12,9 @@ import pytest
 from mtcnn_jax.boxes import iou
 from mtcnn_jax.data.wider import read_wider_gt
 from mtcnn_jax.detector import MTCNN
-from mtcnn_jax.evaluation.predictions import Detections, read_predictions
+from mtcnn_jax.evaluation.predictions import read_predictions
 from mtcnn_jax.evaluation.wider_ap import evaluate_settings
+from mtcnn_jax.faces import Faces
 from mtcnn_jax.images import load_image
 
 
@@ -25,7 +26,7 @@ def wider(data_dir):
     preds = {}
     for rec in gt:
         faces = det.detect(load_image(root / "images" / rec.path))
-        preds[rec.path] = Detections(faces.boxes, faces.scores.astype(np.float64), faces.landmarks)
+        preds[rec.path] = Faces(faces.boxes, faces.scores.astype(np.float64), faces.landmarks)
     return gt, preds
 
 

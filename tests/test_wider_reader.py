@@ -5,12 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtcnn_jax.data.wider import (
-    WiderFormatError,
-    WiderFormatWarning,
-    count_faces,
-    read_wider_gt,
-)
+from mtcnn_jax.data.wider import count_faces, read_wider_gt
+from mtcnn_jax.errors import FormatError, FormatWarning
 
 # Three images: two faces (the second invalid); N = 0 with its dummy line; the official
 # "no face" record (one all-zero box). Trailing spaces as in the official file.
@@ -74,7 +70,7 @@ def test_count_faces_by_setting(tmp_path):
 def test_malformed_face_line_names_file_and_line(tmp_path):
     bad = GOOD.replace("100 50 8 6 1 1 0 1 2 1 ", "100 50 8 6 1 1 0")  # line 4: 7 fields
     path = _write(tmp_path, bad)
-    with pytest.raises(WiderFormatError) as info:
+    with pytest.raises(FormatError) as info:
         read_wider_gt(path)
     msg = str(info.value)
     assert msg.startswith(f"{path}:4: ") and "\n" not in msg
@@ -82,25 +78,25 @@ def test_malformed_face_line_names_file_and_line(tmp_path):
 
 
 def test_non_numeric_value_and_bad_count(tmp_path):
-    with pytest.raises(WiderFormatError, match=r":3: not a number"):
+    with pytest.raises(FormatError, match=r":3: not a number"):
         read_wider_gt(_write(tmp_path, "a/x.jpg\n1\n1 2 3 x 0 0 0 0 0 0\n"))
-    with pytest.raises(WiderFormatError, match=r":2: expected the face count"):
+    with pytest.raises(FormatError, match=r":2: expected the face count"):
         read_wider_gt(_write(tmp_path, "a/x.jpg\ntwo\n"))
-    with pytest.raises(WiderFormatError, match=r":3: negative width"):
+    with pytest.raises(FormatError, match=r":3: negative width"):
         read_wider_gt(_write(tmp_path, "a/x.jpg\n1\n1 2 -3 4 0 0 0 0 0 0\n"))
 
 
 def test_count_larger_than_faces(tmp_path):
     text = "a/x.jpg\n3\n1 2 3 4 0 0 0 0 0 0\nb/y.jpg\n1\n5 6 7 8 0 0 0 0 0 0\n"
-    with pytest.raises(WiderFormatError, match=r":4: 'a/x.jpg' announces 3 faces but only 1 follow"):
+    with pytest.raises(FormatError, match=r":4: 'a/x.jpg' announces 3 faces but only 1 follow"):
         read_wider_gt(_write(tmp_path, text))
-    with pytest.warns(WiderFormatWarning):
+    with pytest.warns(FormatWarning):
         recs = read_wider_gt(_write(tmp_path, text), strict=False)
     assert [(r.path, len(r)) for r in recs] == [("a/x.jpg", 1), ("b/y.jpg", 1)]
 
 
 def test_truncated_file(tmp_path):
-    with pytest.raises(WiderFormatError, match=r":2: 'a/x.jpg' announces 2 faces but the file ends after 1"):
+    with pytest.raises(FormatError, match=r":2: 'a/x.jpg' announces 2 faces but the file ends after 1"):
         read_wider_gt(_write(tmp_path, "a/x.jpg\n2\n1 2 3 4 0 0 0 0 0 0\n"))
 
 
@@ -108,7 +104,7 @@ def test_lenient_mode_reports_and_skips(tmp_path):
     bad = GOOD.replace("10 20 30 40 2 0 1 0 0 0 ", "10 20 30 forty 2 0 1 0 0 0 ")  # line 3
     bad = bad.replace("2--Demonstration/c.jpg\n1\n", "2--Demonstration/c.jpg\none\n")  # line 9
     path = _write(tmp_path, bad)
-    with pytest.warns(WiderFormatWarning) as caught:
+    with pytest.warns(FormatWarning) as caught:
         recs = read_wider_gt(path, strict=False)
     messages = [str(w.message) for w in caught]
     assert [m.split(": ")[0] for m in messages] == [f"{path}:3", f"{path}:9"]
@@ -130,7 +126,7 @@ def test_shared_subset_counts(data_dir):
 
 
 def test_zero_faces_with_nonzero_dummy_line(tmp_path):
-    with pytest.raises(WiderFormatError, match=r":3: 'a/x.jpg' has 0 faces: expected a dummy line"):
+    with pytest.raises(FormatError, match=r":3: 'a/x.jpg' has 0 faces: expected a dummy line"):
         read_wider_gt(_write(tmp_path, "a/x.jpg\n0\n1 2 3 4 0 0 0 0 0 0\n"))
 
 

@@ -11,9 +11,12 @@ Formats (one face per line, fields separated by white space):
 * ``"cuhk"`` — the CUHK Face Alignment lists (``cuhk_trainImageList_lfw.txt``):
   ``path left right top bottom x1 y1 x2 y2 x3 y3 x4 y4 x5 y5``. The box becomes
   ``(left, top, right, bottom)``; the points are already 0-based.
-* ``"mtfl"`` — MTFL's ``training.txt``: ``path x1..x5 y1..y5 [gender smile glasses
-  pose]``. MTFL counts pixels from 1 (each coordinate is the CUHK one + 1), so 1
-  is subtracted. MTFL has no face box: ``box`` is None.
+* ``"mtfl"`` — MTFL's ``training.txt`` / ``testing.txt``: ``path x1..x5 y1..y5
+  [gender smile glasses pose]``. MTFL counts pixels from 1 (each coordinate is the
+  CUHK one + 1), so 1 is subtracted (``one_based=False`` reads a list already
+  0-based). MTFL has no face box: ``box`` is None; the four attributes, when the
+  line has them, are kept in ``attributes``. This is the one MTFL parser: the
+  landmark evaluation (:mod:`mtcnn_jax.evaluation.nme`) builds its arrays from it.
 * ``"celeba"`` — a folder holding CelebA's ``list_landmarks_celeba.txt`` and
   ``list_bbox_celeba.txt``, joined by image id. Both files start with a count line
   and a header line (``lefteye_x lefteye_y … rightmouth_y`` /
@@ -28,10 +31,10 @@ Formats (one face per line, fields separated by white space):
 Malformed lines (wrong field count, a field that is not a finite number, a box of
 non-positive size, a CelebA id with no box) are problems of the line
 ``"<file>:<line>: <reason>"`` (line numbers 1-based): with ``strict=True`` the first
-one raises :class:`LandmarkFormatError` (a one-line
+one raises :class:`~mtcnn_jax.errors.FormatError` (a one-line
 :class:`~mtcnn_jax.errors.UserError`); with ``strict=False`` each is skipped and
 reported — appended to ``skipped`` when a list is given, else as a
-:class:`LandmarkFormatWarning`.
+:class:`~mtcnn_jax.errors.FormatWarning`.
 """
 
 from __future__ import annotations
@@ -40,12 +43,11 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Iterable, NamedTuple, Optional
 
 import numpy as np
 
-from mtcnn_jax.errors import UserError
-from mtcnn_jax.data.wider import _is_number  # one number test for every list reader
+from mtcnn_jax.errors import FormatError, FormatWarning, UserError
 
 FORMATS = ("cuhk", "mtfl", "celeba")
 #: CelebA's landmark header, in file order (x, y per point).
@@ -61,24 +63,16 @@ class LandmarkFace(NamedTuple):
     box: float64[4] half-open ``x1, y1, x2, y2`` 0-based pixels, or None (no box in the format).
     points: float64[5, 2] 0-based ``(x, y)`` pixels: left eye, right eye, nose, left / right mouth corner.
     where: ``"<list file>:<line>"`` the face was read from ("" when not from a file).
+    attributes: int32[4] MTFL's ``gender smile glasses pose`` codes as written (gender 1
+      male / 2 female; smile and glasses 1 yes / 2 no; pose 1 left profile … 3 frontal …
+      5 right profile), or None where the line has none (other formats, 11-field MTFL lines).
     """
 
     path: str
     box: Optional[np.ndarray]
     points: np.ndarray
     where: str = ""
-
-
-class LandmarkFormatError(UserError):
-    """A malformed landmark list line: ``str(err)`` is ``"<file>:<line>: <reason>"``."""
-
-    def __init__(self, filename, lineno: int, reason: str):
-        self.filename, self.lineno, self.reason = str(filename), lineno, reason
-        super().__init__(f"{self.filename}:{lineno}: {reason}")
-
-
-class LandmarkFormatWarning(UserWarning):
-    """A malformed line skipped with ``strict=False`` (same message form as the error)."""
+    attributes: Optional[np.ndarray] = None
 
 
 class _Policy:
@@ -88,34 +82,44 @@ class _Policy:
         self.filename, self.strict, self.skipped = os.fspath(filename), strict, skipped
 
     def __call__(self, lineno: int, reason: str) -> None:
-        err = LandmarkFormatError(self.filename, lineno, reason)
+        err = FormatError(self.filename, lineno, reason)
         if self.strict:
             raise err
         if self.skipped is not None:
             self.skipped.append(str(err))
         else:
-            warnings.warn(str(err), LandmarkFormatWarning, stacklevel=4)
+            warnings.warn(str(err), FormatWarning, stacklevel=4)
 
 
 def _numbers(fields: list[str]) -> list[float] | str:
     """Finite floats of ``fields``, or the reason they are not."""
-    try:
-        values = [float(v) for v in fields]
-    except ValueError:
-        bad = next(v for v in fields if not _is_number(v))
-        return f"not a number: {bad!r}"
+    values = []
+    for v in fields:
+        try:
+            values.append(float(v))
+        except ValueError:
+            return f"not a number: {v!r}"
     if not all(math.isfinite(v) for v in values):
         return "a number is not finite"
     return values
 
 
-def _lines(filename) -> list[tuple[int, list[str]]]:
-    """``(1-based line number, fields)`` of the non-blank lines."""
+def _text_lines(filename) -> list[str]:
+    """The lines of a list file, undecodable bytes replaced; UserError when it cannot be read."""
     try:
-        text = Path(filename).read_text(encoding="utf-8", errors="replace")
+        return Path(filename).read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as err:
         raise UserError(f"{filename}: cannot read landmark list ({err.strerror or err})") from None
-    return [(i + 1, line.split()) for i, line in enumerate(text.splitlines()) if line.strip()]
+
+
+def _lines(filename) -> list[tuple[int, list[str]]]:
+    """``(1-based line number, fields)`` of the non-blank lines of a file."""
+    return _split(_text_lines(filename))
+
+
+def _split(lines: Iterable[str]) -> list[tuple[int, list[str]]]:
+    """``(1-based line number, fields)`` of the non-blank ``lines``."""
+    return [(i + 1, line.split()) for i, line in enumerate(lines) if line.strip()]
 
 
 def _row_values(problem, lineno: int, f: list[str], counts: tuple, expected: str) -> Optional[list]:
@@ -155,17 +159,37 @@ def read_cuhk_list(filename, strict: bool = True, skipped: Optional[list] = None
     return out
 
 
-def read_mtfl(filename, strict: bool = True, skipped: Optional[list] = None) -> list[LandmarkFace]:
-    """MTFL lines ``path x1..x5 y1..y5 [gender smile glasses pose]``; 1-based → 0-based (−1); no box."""
+def parse_mtfl(lines: Iterable[str], filename="<landmarks>", strict: bool = True, skipped: Optional[list] = None,
+               one_based: bool = True) -> list[LandmarkFace]:
+    """MTFL lines ``path x1..x5 y1..y5 [gender smile glasses pose]`` → records; no box.
+
+    ``one_based``: the coordinates count from 1, as MTFL's do, and 1 is subtracted;
+    False keeps them as read. Attributes must be whole numbers. ``filename`` is named
+    in the problems (see the module docstring).
+    """
     problem = _Policy(filename, strict, skipped)
+    shift = 1.0 if one_based else 0.0
     out = []
-    for lineno, f in _lines(filename):
+    for lineno, f in _split(lines):
         v = _row_values(problem, lineno, f, (11, 15), "15 fields 'path x1..x5 y1..y5 gender smile glasses pose' (or 11)")
         if v is None:
             continue
-        xy = np.array(v[:10], np.float64) - 1.0
-        out.append(LandmarkFace(f[0], None, np.stack([xy[:5], xy[5:]], axis=1), f"{os.fspath(filename)}:{lineno}"))
+        attributes = None
+        if len(v) == 14:
+            if not all(a.is_integer() for a in v[10:]):
+                problem(lineno, f"attributes must be whole numbers, got {' '.join(f[11:])!r}")
+                continue
+            attributes = np.array(v[10:], np.int32)
+        xy = np.array(v[:10], np.float64) - shift
+        out.append(LandmarkFace(f[0], None, np.stack([xy[:5], xy[5:]], axis=1), f"{os.fspath(filename)}:{lineno}",
+                                attributes))
     return out
+
+
+def read_mtfl(filename, strict: bool = True, skipped: Optional[list] = None,
+              one_based: bool = True) -> list[LandmarkFace]:
+    """An MTFL list file (e.g. ``training.txt``) → records; see :func:`parse_mtfl`."""
+    return parse_mtfl(_text_lines(filename), filename, strict, skipped, one_based)
 
 
 def _celeba_table(filename, header: tuple, n_values: int, problem: _Policy) -> dict:

@@ -25,25 +25,11 @@ from typing import Iterable
 
 import numpy as np
 
-from mtcnn_jax.errors import UserError
+from mtcnn_jax.errors import FormatError, FormatWarning, UserError
 
 #: Attribute columns after the four box numbers, in file order.
 ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 _N_FIELDS = 4 + len(ATTRIBUTES)
-
-
-class WiderFormatError(UserError):
-    """A malformed annotation file; ``str(err)`` is ``"<file>:<line>: <reason>"`` (line 1-based)."""
-
-    def __init__(self, filename, lineno: int, reason: str):
-        self.filename = str(filename)
-        self.lineno = lineno
-        self.reason = reason
-        super().__init__(f"{self.filename}:{lineno}: {reason}")
-
-
-class WiderFormatWarning(UserWarning):
-    """A malformed line skipped by ``read_wider_gt(..., strict=False)``; same message form."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -131,24 +117,24 @@ def parse_wider_gt(
     Args:
       lines: the file's lines (trailing whitespace and newlines are ignored).
       filename: named in error messages.
-      strict: if True, the first malformed line raises :class:`WiderFormatError`; if False,
-        each one is reported as a :class:`WiderFormatWarning` and skipped (a bad face line
-        drops that face; a bad count line drops that image's record, and parsing resumes at
-        the next line that is not a face line).
+      strict: if True, the first malformed line raises :class:`~mtcnn_jax.errors.FormatError`;
+        if False, each one is reported as a :class:`~mtcnn_jax.errors.FormatWarning` and
+        skipped (a bad face line drops that face; a bad count line drops that image's
+        record, and parsing resumes at the next line that is not a face line).
 
     Returns:
       One :class:`WiderRecord` per image, in file order.
 
     Raises:
-      WiderFormatError: ``"<filename>:<line>: <reason>"``, the line number 1-based.
+      FormatError: ``"<filename>:<line>: <reason>"``, the line number 1-based.
     """
     records: list[WiderRecord] = []
 
     def problem(lineno: int, reason: str) -> None:
-        err = WiderFormatError(filename, lineno, reason)
+        err = FormatError(filename, lineno, reason)
         if strict:
             raise err
-        warnings.warn(str(err), WiderFormatWarning, stacklevel=3)
+        warnings.warn(str(err), FormatWarning, stacklevel=3)
 
     numbered = [(i + 1, line.strip()) for i, line in enumerate(lines)]
     k, n_lines = 0, len(numbered)
@@ -224,10 +210,10 @@ def read_wider_gt_skipping(filename: str | os.PathLike, skipped: list) -> tuple[
     caller can name the gt line of an image it cannot read. Other warnings pass on.
     """
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", WiderFormatWarning)
+        warnings.simplefilter("always", FormatWarning)
         records = read_wider_gt(filename, strict=False)
     for w in caught:
-        if issubclass(w.category, WiderFormatWarning):
+        if issubclass(w.category, FormatWarning):
             skipped.append(str(w.message))
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

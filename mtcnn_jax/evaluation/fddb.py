@@ -42,17 +42,10 @@ from typing import Iterable, Mapping, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from mtcnn_jax.errors import UserError
+from mtcnn_jax.errors import FormatError
 
 #: Overlap a match must exceed.
 MATCH_THRESHOLD = 0.5
-
-
-class FddbFormatError(UserError):
-    """A malformed FDDB file: ``str(err)`` is ``"<file>:<line>: <reason>"`` (line 1-based)."""
-
-    def __init__(self, filename, lineno: int, reason: str):
-        super().__init__(f"{filename}:{lineno}: {reason}")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -93,7 +86,7 @@ def _records(lines: Sequence[str], filename: str, n_fields: Tuple[int, ...], wha
         if not path:
             continue
         if k >= n:
-            raise FddbFormatError(filename, lineno, f"file ends after the image path {path!r}")
+            raise FormatError(filename, lineno, f"file ends after the image path {path!r}")
         count_no, count = numbered[k]
         k += 1
         try:
@@ -101,25 +94,25 @@ def _records(lines: Sequence[str], filename: str, n_fields: Tuple[int, ...], wha
             if m < 0:
                 raise ValueError
         except ValueError:
-            raise FddbFormatError(filename, count_no, f"expected the number of {what} of {path!r}, "
-                                  f"got {count!r}") from None
+            raise FormatError(filename, count_no, f"expected the number of {what} of {path!r}, "
+                              f"got {count!r}") from None
         rows = []
         for _ in range(m):
             if k >= n:
-                raise FddbFormatError(filename, count_no, f"{path!r} announces {m} {what} but the "
-                                      f"file ends after {len(rows)}")
+                raise FormatError(filename, count_no, f"{path!r} announces {m} {what} but the "
+                                  f"file ends after {len(rows)}")
             row_no, text = numbered[k]
             k += 1
             fields = text.split()
             if len(fields) not in n_fields:
-                raise FddbFormatError(filename, row_no, f"expected {' or '.join(map(str, n_fields))} "
-                                      f"numbers, got {len(fields)} fields")
+                raise FormatError(filename, row_no, f"expected {' or '.join(map(str, n_fields))} "
+                                  f"numbers, got {len(fields)} fields")
             try:
                 values = [float(v) for v in fields]
             except ValueError:
-                raise FddbFormatError(filename, row_no, f"not a number in {text!r}") from None
+                raise FormatError(filename, row_no, f"not a number in {text!r}") from None
             if not all(math.isfinite(v) for v in values):
-                raise FddbFormatError(filename, row_no, "a value is not finite")
+                raise FormatError(filename, row_no, "a value is not finite")
             rows.append(values)
         yield path, np.asarray(rows, np.float64).reshape(m, n_fields[0] if m == 0 else -1), lineno
 
@@ -128,12 +121,12 @@ def parse_ellipses(lines: Iterable[str], filename: str = "<ellipses>") -> list[F
     """Parse an FDDB ellipse fold (``FDDB-fold-XX-ellipseList.txt``); see module docstring.
 
     Raises:
-      FddbFormatError: on a malformed line, or a non-positive radius.
+      FormatError: on a malformed line, or a non-positive radius.
     """
     out = []
     for path, rows, lineno in _records(list(lines), filename, (6,), "faces"):
         if rows.size and np.any(rows[:, :2] <= 0):
-            raise FddbFormatError(filename, lineno, f"{path!r}: an ellipse radius is not positive")
+            raise FormatError(filename, lineno, f"{path!r}: an ellipse radius is not positive")
         out.append(FddbImage(path, rows[:, :5].reshape(-1, 5)))
     return out
 
@@ -153,14 +146,14 @@ def parse_detections(lines: Iterable[str], filename: str = "<detections>") -> di
     """Parse FDDB's rectangle detection format: ``{path: FddbDetections}``.
 
     Raises:
-      FddbFormatError: on a malformed line, a negative width or height, or a path listed twice.
+      FormatError: on a malformed line, a negative width or height, or a path listed twice.
     """
     out: dict[str, FddbDetections] = {}
     for path, rows, lineno in _records(list(lines), filename, (5,), "detections"):
         if path in out:
-            raise FddbFormatError(filename, lineno, f"{path!r} is listed twice")
+            raise FormatError(filename, lineno, f"{path!r} is listed twice")
         if rows.size and np.any(rows[:, 2:4] < 0):
-            raise FddbFormatError(filename, lineno, f"{path!r}: negative width or height")
+            raise FormatError(filename, lineno, f"{path!r}: negative width or height")
         out[path] = FddbDetections(rows[:, :4].reshape(-1, 4), rows[:, 4].reshape(-1))
     return out
 

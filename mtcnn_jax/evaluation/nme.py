@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from mtcnn_jax.data import landmarks as landmark_lists
+from mtcnn_jax.data.landmarks import LandmarkFace
 from mtcnn_jax.errors import UserError
-from mtcnn_jax.evaluation.predictions import Detections, align_to_ground_truth
+from mtcnn_jax.evaluation.predictions import align_to_ground_truth
+from mtcnn_jax.faces import Faces
 
 POINT_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 MTFL_ATTRIBUTES = ("gender", "smile", "glasses", "pose")
@@ -29,7 +32,7 @@ MTFL_ATTRIBUTES = ("gender", "smile", "glasses", "pose")
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class MtflAnnotations:
-    """Landmark ground truth of M images.
+    """Landmark ground truth of M images, as arrays (the form the NME is computed on).
 
     Attributes:
       paths: M image paths as listed (``\\`` turned into ``/``).
@@ -50,48 +53,47 @@ class MtflAnnotations:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def subset(self, keep: np.ndarray) -> "MtflAnnotations":
+        """The annotations of the images where ``keep`` (bool[M]) is True."""
+        keep = np.asarray(keep, bool)
+        return MtflAnnotations(
+            paths=[p for p, k in zip(self.paths, keep) if k],
+            **{f.name: getattr(self, f.name)[keep] for f in dataclasses.fields(self) if f.name != "paths"},
+        )
+
+
+def annotations_from_faces(faces: Sequence[LandmarkFace]) -> MtflAnnotations:
+    """The arrays of :class:`MtflAnnotations` from the records of :func:`mtcnn_jax.data.landmarks.read_mtfl`.
+
+    Paths get ``/`` separators; faces without attributes get 0 for each.
+    """
+    paths = [f.path.replace("\\", "/") for f in faces]
+    points = np.asarray([f.points for f in faces], np.float64).reshape(-1, 5, 2).astype(np.float32)
+    attrs = np.asarray([f.attributes if f.attributes is not None else (0, 0, 0, 0) for f in faces],
+                       np.int32).reshape(-1, 4)
+    return MtflAnnotations(paths, points, *(attrs[:, i] for i in range(4)))
+
 
 def parse_mtfl(
     lines: Iterable[str], filename: str = "<landmarks>", one_based: bool = True
 ) -> MtflAnnotations:
-    """Parse MTFL list lines: ``path x1..x5 y1..y5 [gender smile glasses pose]``.
+    """MTFL list lines (``path x1..x5 y1..y5 [gender smile glasses pose]``) as annotations.
 
-    Args:
-      lines: the lines; blank ones are skipped.
-      filename: named in error messages.
-      one_based: the file's coordinates are 1-based (MTFL's are: they equal the CUHK
-        lists' + 1); 1 is subtracted so the result is 0-based. False keeps them as read.
+    Parsed by :func:`mtcnn_jax.data.landmarks.parse_mtfl` (strict): ``one_based`` subtracts
+    1 from the coordinates (MTFL's count from 1); blank lines are skipped.
 
     Raises:
-      UserError: ``"<filename>:<line>: <reason>"`` (1-based line) on a malformed line.
+      FormatError: ``"<filename>:<line>: <reason>"`` (1-based line) on a malformed line.
     """
-    paths, points, attrs = [], [], []
-    for lineno, line in enumerate(lines, 1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) not in (11, 15):
-            raise UserError(
-                f"{filename}:{lineno}: expected 'path x1..x5 y1..y5 [gender smile glasses pose]', "
-                f"got {len(fields)} fields"
-            )
-        try:
-            xy = np.asarray([float(v) for v in fields[1:11]], np.float64)
-            extra = [int(v) for v in fields[11:]] or [0, 0, 0, 0]
-        except ValueError:
-            raise UserError(f"{filename}:{lineno}: not a number in {line.strip()!r}") from None
-        if not np.all(np.isfinite(xy)):
-            raise UserError(f"{filename}:{lineno}: coordinate is not finite")
-        paths.append(fields[0].replace("\\", "/"))
-        points.append(np.stack([xy[:5], xy[5:]], axis=1))
-        attrs.append(extra)
-    pts = np.asarray(points, np.float64).reshape(-1, 5, 2) - (1.0 if one_based else 0.0)
-    a = np.asarray(attrs, np.int32).reshape(-1, 4)
-    return MtflAnnotations(paths, pts.astype(np.float32), *(a[:, i] for i in range(4)))
+    return annotations_from_faces(landmark_lists.parse_mtfl(lines, filename, one_based=one_based))
 
 
 def read_mtfl(filename: str | os.PathLike, one_based: bool = True) -> MtflAnnotations:
-    """Read an MTFL list file (e.g. ``testing.txt``); see :func:`parse_mtfl`."""
+    """Read an MTFL list file (e.g. ``testing.txt``), UTF-8; see :func:`parse_mtfl`.
+
+    OS and decoding errors propagate (``OSError``, ``UnicodeDecodeError``), for the caller
+    to name the option the file came from.
+    """
     with open(filename, encoding="utf-8") as f:
         return parse_mtfl(f.read().splitlines(), filename=os.fspath(filename), one_based=one_based)
 
@@ -114,7 +116,7 @@ def point_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.linalg.norm(pred - gt, axis=-1) / iod[:, None]
 
 
-def best_landmarks(det: Detections | None) -> np.ndarray | None:
+def best_landmarks(det: Optional[Faces]) -> Optional[np.ndarray]:
     """float32[5, 2] landmarks of the highest-scoring detection (first on ties), or None
     when the image has no detection."""
     if det is None or det.scores.shape[0] == 0:
@@ -125,14 +127,14 @@ def best_landmarks(det: Detections | None) -> np.ndarray | None:
 
 
 def evaluate_landmarks(
-    predictions: Mapping[str, Detections],
+    predictions: Mapping[str, Faces],
     annotations: MtflAnnotations,
     failure_threshold: float = 0.1,
 ) -> dict:
     """Landmark accuracy of the highest-scoring detection per image (module docstring).
 
     Args:
-      predictions: ``{image path: Detections}`` with landmarks in 0-based pixels; paths
+      predictions: ``{image path: Faces}`` with landmarks in 0-based pixels; paths
         are matched to ``annotations.paths`` exactly or by suffix.
       annotations: the ground truth, 0-based (:func:`read_mtfl` with ``one_based=True``).
       failure_threshold: an image fails when its NME exceeds this.

@@ -16,6 +16,8 @@ from typing import NamedTuple, Sequence
 import cv2
 import numpy as np
 
+from mtcnn_jax.files import write_atomically
+
 #: RGB colours given to curves in order (a colour-blind-safe palette, Okabe & Ito).
 PALETTE = (
     (0, 114, 178),
@@ -223,6 +225,5 @@ def encode_png(image: np.ndarray) -> bytes:
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write a uint8[H, W, 3] RGB image to ``path`` as PNG (raises OSError)."""
-    with open(path, "wb") as f:
-        f.write(encode_png(image))
+    """Write a uint8[H, W, 3] RGB image to ``path`` as PNG, atomically (raises OSError)."""
+    write_atomically(path, encode_png(image))

@@ -1,6 +1,8 @@
-"""Detections read back from JSON, for evaluation.
+"""The detection JSON: written by ``detect --json`` and ``evaluate``, read back for evaluation.
 
-Two layouts are accepted (the second is the one of ``shared/reference/*.json``)::
+:func:`faces_to_json` and :func:`format_json` write it; :func:`read_predictions` reads
+it into ``{path: Faces}``. Two layouts are accepted (the second is the one of
+``shared/reference/*.json``; the first is what :func:`format_json` writes)::
 
     [{"path": "<event>/<file>.jpg", "width": W, "height": H,
       "faces": [{"box": [x1, y1, x2, y2], "score": s, "landmarks": [[x, y] x 5]}, ...]}, ...]
@@ -9,38 +11,60 @@ Two layouts are accepted (the second is the one of ``shared/reference/*.json``):
 
 Boxes and landmarks are in input-image pixels. Landmarks are in the order left eye, right
 eye, nose, left mouth corner, right mouth corner ("left" = the image's left); they are
-optional (Haar cascades have none).
+optional (Haar cascades have none). Written boxes and landmarks are rounded to 2 decimals,
+scores to 4.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, Iterable, List, Mapping
 
 import numpy as np
 
-from mtcnn_jax.errors import UserError
+from mtcnn_jax.errors import FormatError, UserError
+from mtcnn_jax.faces import Faces
+
+#: Former name of :class:`~mtcnn_jax.faces.Faces` here; kept until ``mtcnn_jax.recipe`` imports Faces.
+Detections = Faces
 
 
-class Detections(NamedTuple):
-    """The detections of one image.
+# --------------------------------------------------------------------------- writing
 
-    Attributes:
-      boxes: float32[N, 4], ``x1, y1, x2, y2`` in image pixels, as the detector wrote them.
-      scores: float64[N]. Kept in double precision: MTCNN scores crowd just below 1.0, and
-        the official WIDER sampling compares them with thresholds ``1 - k/1000``.
-      landmarks: float32[N, 5, 2] ``(x, y)`` per point, or None where the faces carry no
-        landmarks. An image with no face has float32[0, 5, 2].
+
+def faces_to_json(path: str, image: np.ndarray, faces) -> dict:
+    """One image's entry: ``{"path", "width", "height", "faces": [{"box", "score", "landmarks"}]}``.
+
+    ``image``: the image the faces were found in (only its shape is used); ``faces``: a
+    :class:`~mtcnn_jax.faces.Faces` or any ``(boxes, scores, landmarks)``. Faces without
+    landmarks (None) get no ``"landmarks"`` key.
     """
+    boxes = np.asarray(faces[0], dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(faces[1], dtype=np.float64).reshape(-1)
+    landmarks = None if faces[2] is None else np.asarray(faces[2], dtype=np.float64).reshape(-1, 5, 2)
+    out = []
+    for i, (box, score) in enumerate(zip(boxes, scores)):
+        face = {"box": [round(float(v), 2) for v in box], "score": round(float(score), 4)}
+        if landmarks is not None:
+            face["landmarks"] = [[round(float(x), 2), round(float(y), 2)] for x, y in landmarks[i]]
+        out.append(face)
+    return {"path": path, "width": int(image.shape[1]), "height": int(image.shape[0]), "faces": out}
 
-    boxes: np.ndarray
-    scores: np.ndarray
-    landmarks: np.ndarray | None
+
+def format_json(results: List[dict]) -> str:
+    """The JSON text of a list of :func:`faces_to_json` entries: one line per image header and one per face."""
+    if not results:
+        return "[]\n"
+    blocks = []
+    for entry in results:
+        head = json.dumps({k: v for k, v in entry.items() if k != "faces"})[:-1]
+        faces = ",\n".join("    " + json.dumps(face) for face in entry["faces"])
+        blocks.append(f'  {head}, "faces": [' + (f"\n{faces}\n  ]}}" if faces else "]}"))
+    return "[\n" + ",\n".join(blocks) + "\n]\n"
 
 
-class PredictionFormatError(UserError):
-    """Malformed detection JSON; ``str(err)`` is one line naming the file and the entry."""
+# --------------------------------------------------------------------------- reading
 
 
 def normalise_path(path: str) -> str:
@@ -51,10 +75,10 @@ def normalise_path(path: str) -> str:
     return path
 
 
-def _faces(entry: Mapping[str, Any], where: str) -> Detections:
+def _faces(entry: Mapping[str, Any], source: str, where: str) -> Faces:
     faces = entry.get("faces")
     if not isinstance(faces, list):
-        raise PredictionFormatError(f"{where}: 'faces' must be a list")
+        raise FormatError(source, None, f"{where}: 'faces' must be a list")
     n = len(faces)
     boxes = np.zeros((n, 4), np.float32)
     scores = np.zeros((n,), np.float64)
@@ -68,18 +92,19 @@ def _faces(entry: Mapping[str, Any], where: str) -> Detections:
                 landmarks[i] = np.asarray(face["landmarks"], np.float64).reshape(5, 2)
                 with_landmarks += 1
         except (KeyError, TypeError, ValueError) as err:
-            raise PredictionFormatError(
+            raise FormatError(
+                source, None,
                 f"{where}, face {i}: expected 'box' [x1, y1, x2, y2], 'score' s and optional "
                 f"'landmarks' [[x, y] x 5] ({type(err).__name__}: {err})"
             ) from None
     if not (np.all(np.isfinite(boxes)) and np.all(np.isfinite(scores))):
-        raise PredictionFormatError(f"{where}: a box or score is not finite")
+        raise FormatError(source, None, f"{where}: a box or score is not finite")
     if 0 < with_landmarks < n:
-        raise PredictionFormatError(f"{where}: some faces have landmarks and some do not")
-    return Detections(boxes, scores, landmarks if with_landmarks == n else None)
+        raise FormatError(source, None, f"{where}: some faces have landmarks and some do not")
+    return Faces(boxes, scores, landmarks if with_landmarks == n else None)
 
 
-def parse_predictions(obj: Any, source: str = "<predictions>") -> dict[str, Detections]:
+def parse_predictions(obj: Any, source: str = "<predictions>") -> dict[str, Faces]:
     """Detections per image from a parsed JSON document (either layout, see module doc).
 
     Args:
@@ -87,36 +112,54 @@ def parse_predictions(obj: Any, source: str = "<predictions>") -> dict[str, Dete
       source: named in error messages.
 
     Returns:
-      ``{path: Detections}`` keyed by :func:`normalise_path` of each entry's ``"path"``,
-      in file order.
+      ``{path: Faces}`` keyed by :func:`normalise_path` of each entry's ``"path"``, in file
+      order: boxes float32[N, 4]; scores float64[N] (MTCNN scores crowd just below 1.0,
+      and the official WIDER sampling compares them with ``1 - k/1000``); landmarks
+      float32[N, 5, 2], or None where the faces carry none (an image with no face has
+      float32[0, 5, 2]).
 
     Raises:
-      PredictionFormatError: on a malformed entry or a path listed twice.
+      FormatError: ``"<source>: image <k> (<path>)...: <reason>"`` on a malformed entry
+        or a path listed twice.
     """
     if isinstance(obj, Mapping):
         obj = obj.get("images")
     if not isinstance(obj, list):
-        raise PredictionFormatError(f"{source}: expected a list of images or a dict with 'images'")
-    out: dict[str, Detections] = {}
+        raise FormatError(source, None, "expected a list of images or a dict with 'images'")
+    out: dict[str, Faces] = {}
     for k, entry in enumerate(obj):
         if not isinstance(entry, Mapping) or "path" not in entry:
-            raise PredictionFormatError(f"{source}: image entry {k} has no 'path'")
+            raise FormatError(source, None, f"image entry {k} has no 'path'")
         path = normalise_path(entry["path"])
-        where = f"{source}: image {k} ({path})"
+        where = f"image {k} ({path})"
         if path in out:
-            raise PredictionFormatError(f"{where}: path listed twice")
-        out[path] = _faces(entry, where)
+            raise FormatError(source, None, f"{where}: path listed twice")
+        out[path] = _faces(entry, source, where)
     return out
 
 
-def read_predictions(filename: str | os.PathLike) -> dict[str, Detections]:
+def read_predictions(filename: str | os.PathLike) -> dict[str, Faces]:
     """Read a detection JSON file (either layout); see :func:`parse_predictions`."""
     try:
         with open(filename, encoding="utf-8") as f:
             obj = json.load(f)
     except json.JSONDecodeError as err:
-        raise PredictionFormatError(f"{os.fspath(filename)}: not valid JSON ({err})") from None
+        raise FormatError(filename, None, f"not valid JSON ({err})") from None
     return parse_predictions(obj, source=os.fspath(filename))
+
+
+def detector_library(filename: str | os.PathLike) -> str | None:
+    """The ``detector.library`` a predictions file of the dict layout names, else None (also when unreadable)."""
+    try:
+        with open(filename, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if isinstance(info, dict) and isinstance(info.get("detector"), dict):
+        lib = info["detector"].get("library")
+        if lib:
+            return str(lib)
+    return None
 
 
 def match_paths(pred_paths: Iterable[str], gt_paths: Iterable[str]) -> dict[str, str]:
@@ -159,8 +202,8 @@ def match_paths(pred_paths: Iterable[str], gt_paths: Iterable[str]) -> dict[str,
 
 
 def align_to_ground_truth(
-    predictions: Mapping[str, Detections], gt_paths: Iterable[str]
-) -> tuple[dict[str, Detections], list[str]]:
+    predictions: Mapping[str, Faces], gt_paths: Iterable[str]
+) -> tuple[dict[str, Faces], list[str]]:
     """Re-key predictions by ground-truth path (see :func:`match_paths`).
 
     Returns:

@@ -1,6 +1,11 @@
 """A visual report: which faces each detector found or missed and which detections are
 false, drawn on the images, laid out as a grid, with the numbers in an HTML page.
 
+:func:`build_report` makes every file of ``mtcnn-jax report`` (the page, the grid, the
+rows, the PR curves) from the detections and the ground truth; the pieces it uses
+(:func:`classify`, :func:`draw`, :func:`panel`, :func:`grid`, :func:`select`,
+:func:`html_page`) are usable on their own.
+
 Classification follows the WIDER FACE rules of :mod:`mtcnn_jax.evaluation.wider_ap` for one
 face-size setting: detections in descending score order, each matched to the face of
 highest IoU (``+1``-pixel areas); at IoU >= 0.5 a match to a counted face recalls it
@@ -14,14 +19,24 @@ orange, ignored faces and detections grey.
 from __future__ import annotations
 
 import html
-from typing import Mapping, NamedTuple, Optional, Sequence
+import os
+from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+from mtcnn_jax import images
+from mtcnn_jax.boxes import iou_matrix
 from mtcnn_jax.data.wider import WiderRecord
-from mtcnn_jax.evaluation.predictions import Detections
-from mtcnn_jax.evaluation.wider_ap import counted_faces, iou_plus1, match_image
+from mtcnn_jax.errors import ImageError, UserError
+from mtcnn_jax.evaluation import plots
+from mtcnn_jax.evaluation.runner import wider_metrics
+from mtcnn_jax.evaluation.wider_ap import DEFAULT_SIZES, counted_faces, match_image, setting_name
+from mtcnn_jax.faces import Faces
+
+#: Width in pixels of one panel in a row image, and in the grid.
+PANEL_WIDTH = 480
+GRID_PANEL_WIDTH = 320
 
 #: Status codes of detections and faces.
 TRUE_POSITIVE, FALSE_POSITIVE, IGNORED = 0, 1, 2
@@ -62,7 +77,7 @@ class Marks(NamedTuple):
 
 
 def classify(
-    det: Optional[Detections], record: WiderRecord, min_size: float = 1, min_score: float = -np.inf
+    det: Optional[Faces], record: WiderRecord, min_size: float = 1, min_score: float = -np.inf
 ) -> Marks:
     """Mark an image's detections and faces (module docstring).
 
@@ -87,13 +102,13 @@ def classify(
         _, counts, recalls = match_image(det.boxes[order], scores[order], record.boxes, counted)
         status[order] = np.where(recalls, TRUE_POSITIVE, np.where(counts, FALSE_POSITIVE, IGNORED))
         if n_faces and recalls.any():
-            iou = iou_plus1(np.asarray(det.boxes)[order][recalls], record.boxes)
+            iou = iou_matrix(np.asarray(det.boxes)[order][recalls], record.boxes, inclusive=True)
             found[np.argmax(iou, axis=1)] = True
     faces = np.where(~counted, IGNORED, np.where(found, FOUND, MISSED)).astype(np.int8)
     return Marks(status, faces)
 
 
-def draw(image: np.ndarray, record: WiderRecord, det: Optional[Detections], marks: Marks) -> np.ndarray:
+def draw(image: np.ndarray, record: WiderRecord, det: Optional[Faces], marks: Marks) -> np.ndarray:
     """A copy of ``image`` (uint8[H, W, 3] RGB) with the ground-truth faces drawn as thin
     boxes in their status colour and the detections as thick boxes in theirs (ignored
     detections thin and grey)."""
@@ -221,3 +236,117 @@ def html_page(
         f"<h1>{e(title)}</h1><table><tr>{head}</tr>{body}</table>{text}{legend}{figs}"
         "</body></html>\n"
     )
+
+
+# --------------------------------------------------------------------------- the whole report
+
+
+class Report(NamedTuple):
+    """What :func:`build_report` made.
+
+    files: ``{relative path: bytes}`` in the order to write them (``pr_curve.png``,
+      ``rows/NNN.jpg``, ``grid.png`` when a row was drawn, ``report.html``).
+    n_shown: number of image rows.
+    n_unreadable: chosen images that could not be read (left out).
+    """
+
+    files: Dict[str, bytes]
+    n_shown: int
+    n_unreadable: int
+
+
+def _encode_jpeg(image: np.ndarray, name: str) -> bytes:
+    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise UserError(f"cannot encode {name}")
+    return data.tobytes()
+
+
+def build_report(
+    records: Sequence[WiderRecord],
+    detectors: Sequence[Tuple[str, Mapping[str, Faces]]],
+    images_dir: str,
+    gt_name: str,
+    min_size: float = 1,
+    min_score: Optional[float] = None,
+    count: int = 12,
+    how: str = "spread",
+    report: Optional[Callable[[str], None]] = None,
+) -> Report:
+    """The files of ``mtcnn-jax report`` (see :mod:`mtcnn_jax.commands.report`).
+
+    Args:
+      records: the ground truth; image paths relative to ``images_dir``.
+      detectors: ``(name, {ground-truth path: Faces})`` for the detections shown, then
+        optionally a peer's shown beside them (else the ground truth is shown beside).
+      gt_name: the ground truth's name in the page title.
+      min_size: faces count when valid and their shorter side is >= ``min_size`` px.
+      min_score: detections scoring below it are drawn grey and not counted (None: none).
+      count, how: which images get a row (:func:`select` on the first detector's marks).
+      report: called with ``"<path>: <reason>"`` for each chosen image that cannot be read.
+
+    Returns:
+      a :class:`Report`; nothing is written.
+    """
+    records = list(records)
+    floor = -np.inf if min_score is None else min_score
+    sizes = tuple(sorted(set(DEFAULT_SIZES) | {max(min_size, 1)}))
+    shown = setting_name(max(min_size, 1))
+    table, curves, marks_by = [], [], {}
+    for label, preds in detectors:
+        settings, pr = wider_metrics(preds, records, sizes)
+        marks = {r.path: classify(preds.get(r.path), r, min_size, floor) for r in records}
+        marks_by[label] = marks
+        found = sum(m.n_found for m in marks.values())
+        missed = sum(m.n_missed for m in marks.values())
+        fps = sum(m.n_false_positives for m in marks.values())
+        table.append((label, *(f"{settings[setting_name(s)]['ap']:.4f}" for s in DEFAULT_SIZES),
+                      f"{found}/{found + missed}", fps))
+        curves.append(plots.Curve(f"{label}: AP {settings[shown]['ap']:.3f}", *pr[shown]))
+    columns = ("detector", "AP all", "AP >= 20 px", "AP >= 40 px",
+               f"faces found ({shown})", f"false positives ({shown})")
+    files = {"pr_curve.png": plots.encode_png(plots.pr_plot(curves, title=f"WIDER FACE precision-recall, {shown}"))}
+
+    name = detectors[0][0]
+    with_peer = len(detectors) > 1
+    figures, grid_rows, n_unreadable = [], [], 0
+    for k, i in enumerate(select(records, marks_by[name], count, how)):
+        rec = records[i]
+        full = os.path.join(images_dir, *rec.path.split("/"))
+        try:
+            with images.quiet_native_stderr():
+                image = images.load_image(full)
+        except ImageError as err:
+            n_unreadable += 1
+            if report is not None:
+                report(f"{full}: {err.reason}")
+            continue
+        panels = []
+        for label, preds in detectors:
+            m = marks_by[label][rec.path]
+            caption = f"{label}: {m.n_found}/{m.n_found + m.n_missed} found, {m.n_false_positives} false"
+            panels.append((draw(image, rec, preds.get(rec.path), m), caption))
+        if not with_peer:
+            n_counted = int(np.sum(counted_faces(rec, min_size)))
+            panels.append((draw_ground_truth(image, rec, min_size), f"ground truth: {n_counted} faces ({shown})"))
+        row = [panel(im, cap, PANEL_WIDTH) for im, cap in panels]
+        grid_rows.append([panel(im, cap, GRID_PANEL_WIDTH) for im, cap in panels])
+        rel = f"rows/{k:03d}.jpg"
+        files[rel] = _encode_jpeg(grid([row]), rel)
+        figures.append((rel, rec.path))
+    if grid_rows:
+        files["grid.png"] = plots.encode_png(grid(grid_rows))
+
+    title = f"{name} on {gt_name}" + (f", beside {detectors[1][0]}" if with_peer else "")
+    notes = [
+        f"{len(records)} images; WIDER FACE official protocol (IoU >= 0.5 with +1-pixel areas, "
+        "invalid faces and faces outside the setting ignored), AP with the official 1,000-threshold sampling.",
+        f"Images shown: {len(figures)} ({how}); faces count in the setting '{shown}'"
+        + ("" if min_score is None else f"; detections scoring below {min_score:g} are grey and not counted")
+        + ".",
+    ]
+    if n_unreadable:
+        notes.append(f"{n_unreadable} image(s) could not be read and are not shown.")
+    page = html_page(title, table, columns, [("pr_curve.png", "precision-recall")] + figures, notes)
+    files["report.html"] = page.encode("utf-8")
+    return Report(files, len(figures), n_unreadable)

@@ -4,7 +4,8 @@ The protocol (``eval_tools`` of WIDER FACE and its Python port; see
 ``shared/reference/README.md``):
 
 * Ground-truth boxes are ``[x1, y1, x1 + w, y1 + h]``; IoU counts ``+1`` pixel in each
-  dimension (``area = (x2 - x1 + 1) * (y2 - y1 + 1)``), as the official ``bbox_overlaps``.
+  dimension (``area = (x2 - x1 + 1) * (y2 - y1 + 1)``), as the official ``bbox_overlaps``:
+  :func:`mtcnn_jax.boxes.iou_matrix` with ``inclusive=True``.
 * A face *counts* in setting "min size N" when it is valid (``invalid == 0``, or listed in
   the keep list when one is given) and ``min(w, h) >= N``; every other face is *ignored*.
 * Per image, detections are taken in descending score order; each is matched to the face
@@ -40,9 +41,11 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from mtcnn_jax.boxes import iou_matrix
 from mtcnn_jax.data.wider import WiderRecord
-from mtcnn_jax.errors import UserError
-from mtcnn_jax.evaluation.predictions import Detections, align_to_ground_truth, normalise_path
+from mtcnn_jax.errors import FormatError, UserError
+from mtcnn_jax.evaluation.predictions import align_to_ground_truth, normalise_path
+from mtcnn_jax.faces import Faces
 
 #: Face-size settings reported by default: all valid faces, >= 20 px, >= 40 px (shorter side).
 DEFAULT_SIZES = (1, 20, 40)
@@ -52,28 +55,6 @@ SAMPLINGS = ("official", "distinct")
 def setting_name(min_size: float) -> str:
     """Name of a face-size setting: ``"all"`` for 1 (or less), else ``">=N"`` (e.g. ``">=20"``)."""
     return "all" if min_size <= 1 else f">={min_size:g}"
-
-
-def iou_plus1(boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
-    """IoU with the official ``+1``-pixel convention.
-
-    Args:
-      boxes: float[N, 4], ``x1, y1, x2, y2`` in pixels.
-      gt_boxes: float[M, 4], same convention.
-
-    Returns:
-      float64[N, M]; ``inter = (min x2 - max x1 + 1) * (min y2 - max y1 + 1)`` when both
-      factors are positive, else 0; ``area = (x2 - x1 + 1) * (y2 - y1 + 1)``.
-    """
-    a = np.asarray(boxes, np.float64).reshape(-1, 4)[:, None, :]
-    b = np.asarray(gt_boxes, np.float64).reshape(-1, 4)[None, :, :]
-    iw = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1
-    ih = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1
-    inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
-    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
-    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
-    union = area_a + area_b - inter
-    return np.where(inter > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 def match_image(
@@ -106,7 +87,7 @@ def match_image(
     counted = np.asarray(counted, bool).reshape(-1)
     if n == 0 or counted.shape[0] == 0:
         return scores, np.ones(n, bool), np.zeros(n, bool)
-    iou = iou_plus1(np.asarray(boxes).reshape(-1, 4)[order], gt_boxes)
+    iou = iou_matrix(np.asarray(boxes).reshape(-1, 4)[order], gt_boxes, inclusive=True)
     best = np.argmax(iou, axis=1)
     hit = iou[np.arange(n), best] >= iou_threshold
     counts = ~(hit & ~counted[best])
@@ -157,7 +138,7 @@ def counted_faces(
 
 
 def _collect(
-    predictions: Mapping[str, Detections],
+    predictions: Mapping[str, Faces],
     gt_records: Iterable[WiderRecord],
     min_size: float,
     keep: Mapping[str, Sequence[int]] | None,
@@ -230,7 +211,7 @@ def pr_curve(
 
 
 def evaluate(
-    predictions: Mapping[str, Detections],
+    predictions: Mapping[str, Faces],
     gt_records: Iterable[WiderRecord],
     min_size: float = 1,
     sampling: str = "official",
@@ -241,7 +222,7 @@ def evaluate(
     """WIDER FACE AP of a set of detections (protocol in the module docstring).
 
     Args:
-      predictions: ``{image path: Detections}`` (e.g. from
+      predictions: ``{image path: Faces}`` (e.g. from
         :func:`mtcnn_jax.evaluation.predictions.read_predictions`); boxes ``x1, y1, x2, y2``
         in pixels. Paths are matched to the ground truth exactly or by suffix (see
         :func:`~mtcnn_jax.evaluation.predictions.match_paths`). Ground-truth images with no
@@ -280,7 +261,7 @@ def evaluate(
 
 
 def evaluate_settings(
-    predictions: Mapping[str, Detections],
+    predictions: Mapping[str, Faces],
     gt_records: Iterable[WiderRecord],
     sizes: Sequence[float] = DEFAULT_SIZES,
     sampling: str = "official",
@@ -313,6 +294,10 @@ def read_face_lists(filename: str | os.PathLike, one_based: bool = True) -> dict
     Returns:
       ``{path: int64[K]}`` with 0-based indices, for ``evaluate(..., keep=...)``. Note that
       the reader drops all-zero boxes; indices refer to the remaining faces.
+
+    Raises:
+      FormatError: ``"<file>:<line>: <reason>"`` on an index that is not a whole number
+        or is below the first.
     """
     out: dict[str, np.ndarray] = {}
     with open(filename, encoding="utf-8") as f:
@@ -320,12 +305,11 @@ def read_face_lists(filename: str | os.PathLike, one_based: bool = True) -> dict
             fields = line.split()
             if not fields or fields[0].startswith("#"):
                 continue
-            where = f"{os.fspath(filename)}:{lineno}"
             try:
                 idx = np.asarray([int(v) for v in fields[1:]], np.int64) - (1 if one_based else 0)
             except ValueError:
-                raise UserError(f"{where}: expected '<path> <face index>...'") from None
+                raise FormatError(filename, lineno, "expected '<path> <face index>...'") from None
             if idx.size and idx.min() < 0:
-                raise UserError(f"{where}: face index below {1 if one_based else 0}")
+                raise FormatError(filename, lineno, f"face index below {1 if one_based else 0}")
             out[normalise_path(fields[0])] = idx
     return out
