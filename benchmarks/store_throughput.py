@@ -6,7 +6,7 @@
    12×12 windows from ``widerface_train_mini`` and landmark faces from
    ``mtfl_lfw_train_landmarks``, by :func:`mtcnn_jax.data.samples.build`, data from
    ``$MTCNN_JAX_DATA``) and writes them as a sample store (TFDS, array_record)
-   in a temporary folder, as the cascade does (:func:`mtcnn_jax.recipe.write_sets`).
+   in a temporary folder, as the cascade does (:func:`mtcnn_jax.data.store.write_sets`).
 2. Reads ``--batches`` batches of the train mix from it: indices drawn by
    :func:`mtcnn_jax.train.sample_batch`, exactly as the train loop draws them (the
    config's composition, 192/64/64/128 = 3:1:1:2 for P-Net, new random indices
@@ -15,8 +15,8 @@
 
    - from disk, each batch read when asked for (``prefetch=0``, one thread);
    - from disk, prefetched (``prefetch=4`` batches ahead, 2 reader threads);
-   - from memory after :meth:`SampleStore.load` (what ``cascade.read_sets`` does:
-     the cascade trains from stores loaded into memory).
+   - from memory after :meth:`SampleStore.load` (what ``store.read_sets`` does:
+     training reads its stores into memory).
 
    The array_record file was just written, so it is in the OS page cache: "disk"
    means the array_record reader and the decoding, not a cold disk.
@@ -48,6 +48,7 @@ from mtcnn_jax import config_utils, losses, models, train
 from mtcnn_jax.data import samples
 from mtcnn_jax.data import store as st
 from mtcnn_jax.errors import UserError
+from mtcnn_jax.settings import TrainSettings
 
 
 def plan(index_by_type, composition, seed, steps, start=0):
@@ -72,7 +73,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=200, help="train steps per step measurement")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of all measurements (median reported)")
     args = ap.parse_args(argv)
-    c = config_utils.get(args.config)
+    c = TrainSettings.from_config(config_utils.get(args.config))
     if c.stage != "pnet":
         ap.error(f"{args.config} trains {c.stage}; this benchmark is about the P-Net step")
     composition = dict(c.batch)
@@ -109,7 +110,7 @@ def main(argv=None):
         state = train.replicate(
             train.create_train_state(models.init_params("pnet", jax.random.key(seed), c.landmarks), tx), mesh)
         k = losses.ohem_k(c.ohem_ratio, composition["negative"] + composition["positive"]) if c.ohem_ratio < 1 else None
-        step = train.make_train_step(model, tx, dict(c.alpha), k, mesh)
+        step = train.make_train_step(model, tx, c.alpha, k, mesh)
 
         def run_steps(batches):
             """Train steps over ``batches``; samples per second (the state is carried over between calls)."""

@@ -43,9 +43,13 @@ Overrides address any key: ``--config.pnet.total_steps=5000``,
 ``--config.mining.negatives_per_image=60``, ``--config.data_root=DIR``.
 """
 
+from pathlib import Path
+
 import ml_collections
 
 from mtcnn_jax import config_utils
+
+paths = config_utils.load_module(Path(__file__).with_name("paths.py"))
 
 
 def _stage(stage, steps, batch, lr, optimizer="sgd", alpha_landmarks=0.5, threshold=0.7):
@@ -66,7 +70,7 @@ def _stage(stage, steps, batch, lr, optimizer="sgd", alpha_landmarks=0.5, thresh
 def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.data_root = config_utils.default_data_root()
+    c.data_root = paths.data_root()
     c.mining = ml_collections.ConfigDict(
         dict(
             negative_iou=0.3,  # labels of the mined windows (paper)

@@ -18,11 +18,16 @@ about 0.45, landmark error about 0.07 (0.81 untrained). The full run should reac
 about 0.95 accuracy (not yet measured). ``--init pretrained`` fine-tunes the authors' O-Net, landmark head included.
 """
 
+from pathlib import Path
+
 from mtcnn_jax import config_utils
+
+paths = config_utils.load_module(Path(__file__).with_name("paths.py"))
 
 
 def get_config(arg=None):
     c = config_utils.base_config()
+    c.data.root = paths.data_root()
     c.stage = "onet"
     c.threshold = 0.7
     c.alpha.det, c.alpha.box, c.alpha.landmarks = 1.0, 0.5, 1.0

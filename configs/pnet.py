@@ -23,11 +23,16 @@ Overrides, e.g. no OHEM and a lighter box term:
 ``$MTCNN_JAX_DATA`` (default ``../shared/data``) or ``--config.data.root=DIR``.
 """
 
+from pathlib import Path
+
 from mtcnn_jax import config_utils
+
+paths = config_utils.load_module(Path(__file__).with_name("paths.py"))
 
 
 def get_config(arg=None):
     c = config_utils.base_config()
+    c.data.root = paths.data_root()
     c.stage = "pnet"
     c.threshold = 0.6
     c.alpha.det, c.alpha.box, c.alpha.landmarks = 1.0, 0.5, 0.5

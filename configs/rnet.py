@@ -18,11 +18,16 @@ should reach about 0.95 accuracy (not yet measured). ``--init pretrained`` fine-
 (no landmark head in the release: a fresh one is trained).
 """
 
+from pathlib import Path
+
 from mtcnn_jax import config_utils
+
+paths = config_utils.load_module(Path(__file__).with_name("paths.py"))
 
 
 def get_config(arg=None):
     c = config_utils.base_config()
+    c.data.root = paths.data_root()
     c.stage = "rnet"
     c.threshold = 0.7
     c.alpha.det, c.alpha.box, c.alpha.landmarks = 1.0, 0.5, 0.5

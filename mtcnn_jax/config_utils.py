@@ -4,7 +4,13 @@ A config is an ``ml_collections.ConfigDict``; ``configs/{pnet,rnet,onet}.py``
 start from :func:`base_config` (the schema: every key a config may hold, with
 P-Net defaults) and change values only. :func:`validate` rejects any key the
 schema lacks and any value out of range, with a one-line
-:class:`~mtcnn_jax.errors.UserError` naming it.
+:class:`~mtcnn_jax.errors.UserError` naming it. The entry points then turn a
+config into typed settings once (:class:`mtcnn_jax.settings.TrainSettings`),
+which is what the library below them takes.
+
+Where the data are is the configs' business, not the library's: the schema's
+``data.root`` is ``$MTCNN_JAX_DATA`` (empty when unset), and the shipped configs
+(``configs/paths.py``) default to the data folder of their checkout.
 
 Overrides: ``--config.ohem_ratio=1.0``, ``--config.alpha.box=0.25``,
 ``--config.optimizer.decay_at=(0.5,0.8)``. They are parsed here, not with absl's
@@ -28,26 +34,27 @@ import ml_collections
 from mtcnn_jax.errors import UserError
 
 STAGES = ("pnet", "rnet", "onet")
+#: The checkout holding this package: relative config paths are also looked up from here.
 REPO = Path(__file__).resolve().parents[1]
 
 
-def default_data_root() -> str:
-    """``$MTCNN_JAX_DATA`` or ``<repo>/../shared/data`` (the tests' setting)."""
-    return os.environ.get("MTCNN_JAX_DATA", str(REPO.parent / "shared" / "data"))
-
-
 def base_config() -> ml_collections.ConfigDict:
-    """The schema with P-Net defaults (Zhang et al. 2016 where the paper says)."""
+    """The schema with P-Net defaults (Zhang et al. 2016 where the paper says).
+
+    ``data.root`` defaults to ``$MTCNN_JAX_DATA`` (empty when unset); configs set it.
+    """
+    from mtcnn_jax.losses import SAMPLE_TYPES, TASKS  # noqa: PLC0415
+
     c = ml_collections.ConfigDict()
     c.stage = "pnet"
     c.seed = 0
     c.landmarks = True  # train a landmark head (the released P/R-Net have none)
     c.threshold = 0.6  # face-probability threshold of the stage, for eval recall
     # α of Eq. 5: P-Net and R-Net 1 / 0.5 / 0.5, O-Net 1 / 0.5 / 1.
-    c.alpha = ml_collections.ConfigDict(dict(det=1.0, box=0.5, landmarks=0.5))
+    c.alpha = ml_collections.ConfigDict(dict(zip(TASKS, (1.0, 0.5, 0.5))))
     c.ohem_ratio = 0.7  # keep the top 70% det losses; 1.0 switches OHEM off
     # Fixed composition of every global batch (paper ratio 3 : 1 : 1 : 2).
-    c.batch = ml_collections.ConfigDict(dict(negative=192, positive=64, part=64, landmark=128))
+    c.batch = ml_collections.ConfigDict(dict(zip(SAMPLE_TYPES, (192, 64, 64, 128))))
     c.total_steps = 20_000
     c.optimizer = ml_collections.ConfigDict(
         dict(
@@ -69,7 +76,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 1024
     c.data = ml_collections.ConfigDict(
         dict(
-            root=default_data_root(),
+            root=os.environ.get("MTCNN_JAX_DATA", ""),
             wider="widerface_train_mini",
             landmarks="mtfl_lfw_train_landmarks",
             landmark_list="cuhk_trainImageList_lfw.txt",  # 0-based points with face boxes
@@ -94,20 +101,31 @@ def base_config() -> ml_collections.ConfigDict:
 # ----------------------------------------------------------------------------- loading
 
 
+def load_module(path, what: str = "config"):
+    """The Python file ``path`` loaded as a module (not imported under its name).
+
+    A relative path is looked up from the current directory, then from the
+    repository (:data:`REPO`). A missing file is a :class:`UserError` ("``what``
+    file not found").
+    """
+    p = Path(path)
+    if not p.is_file() and not p.is_absolute() and (REPO / p).is_file():
+        p = REPO / p
+    if not p.is_file():
+        raise UserError(f"{what} file not found: {path}")
+    mod_spec = importlib.util.spec_from_file_location(f"_mtcnn_{what}_{p.stem}", p)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    return module
+
+
 def load_config(spec: str) -> ml_collections.ConfigDict:
     """``"path/to/config.py[:arg]"`` → ``get_config(arg)`` of that file (validated later).
 
     A relative path is looked up from the current directory, then from the repository.
     """
     path, _, arg = spec.partition(":")
-    p = Path(path)
-    if not p.is_file() and not p.is_absolute() and (REPO / p).is_file():
-        p = REPO / p
-    if not p.is_file():
-        raise UserError(f"config file not found: {path}")
-    mod_spec = importlib.util.spec_from_file_location(f"_mtcnn_config_{p.stem}", p)
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
+    module = load_module(path)
     if not hasattr(module, "get_config"):
         raise UserError(f"{path}: no get_config(arg) function")
     try:
@@ -235,14 +253,16 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                 _fail(k, v, f"must be {'>' if lo_open else '≥'} {lo}")
             _fail(k, v, f"must be in {'(' if lo_open else '['}{lo}, {hi}]")
 
+    from mtcnn_jax.losses import SAMPLE_TYPES, TASKS  # noqa: PLC0415
+
     if config.stage not in STAGES:
         _fail("stage", config.stage, f"one of {', '.join(STAGES)}")
     number("seed", 0, integer=True)
     number("threshold", 0.0, 1.0)
-    for t in ("det", "box", "landmarks"):
+    for t in TASKS:
         number(f"alpha.{t}", 0.0)
     number("ohem_ratio", 0.0, 1.0, lo_open=True)
-    for t in ("negative", "positive", "part", "landmark"):
+    for t in SAMPLE_TYPES:
         number(f"batch.{t}", 0, integer=True)
     if config.batch.negative + config.batch.positive == 0:
         _fail("batch.negative", config.batch.negative, "a batch needs negatives or positives")
@@ -276,16 +296,20 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
-def check_batch_fits(config, n_devices: int, n_processes: int = 1) -> None:
-    """The global batch must split evenly over devices and each type over processes."""
-    b = config.batch
-    total = b.negative + b.positive + b.part + b.landmark
+def check_batch_fits(settings, n_devices: int, n_processes: int = 1) -> None:
+    """The global batch must split evenly over devices and each type over processes.
+
+    ``settings``: a :class:`mtcnn_jax.settings.TrainSettings` (or a config: only ``batch[type]`` is read).
+    """
+    from mtcnn_jax.losses import SAMPLE_TYPES  # noqa: PLC0415
+
+    b = settings.batch
+    total = sum(b[t] for t in SAMPLE_TYPES)
     if total % n_devices:
         raise UserError(f"invalid value for config.batch: {total} samples do not split over {n_devices} devices")
-    for t in ("negative", "positive", "part", "landmark"):
+    for t in SAMPLE_TYPES:
         if b[t] % n_processes:
             raise UserError(f"invalid value for config.batch.{t}: {b[t]} does not split over {n_processes} hosts")
-
 
 
 def accept_overrides(parser) -> None:

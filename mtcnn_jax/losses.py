@@ -41,6 +41,11 @@ Data parallelism: every function that normalises takes ``axis_name``. Inside
 ``psum``-ed, so each device returns its *share* ``Σ_local m·L / global count``;
 summed over devices (which is what the gradient of replicated params is under
 ``shard_map``'s default ``check_vma``) this is exactly the single-device loss.
+
+Held-out metrics are computed here too, beside the loss they report:
+:func:`eval_sums` sums per-batch statistics (the same task losses without OHEM,
+accuracy, recall, box and landmark errors) and :func:`finish_eval` turns the
+sums into the :data:`EVAL_METRICS`.
 """
 
 from __future__ import annotations
@@ -182,3 +187,64 @@ def multitask_loss(
         lm, n_lm = _masked_mean(landmark_loss(landmarks, batch["landmarks"]), b[:, 2], axis_name)
     total = alpha["det"] * det + alpha["box"] * bx + alpha["landmarks"] * lm
     return LossTerms(total, det, bx, lm, n_det, n_box, n_lm)
+
+
+# ----------------------------------------------------------------------------- held-out metrics
+
+#: The held-out metrics of :func:`finish_eval`, in the order tables list them.
+EVAL_METRICS = ("loss", "det", "box", "landmarks", "accuracy", "recall", "box_error", "landmark_error")
+
+
+def eval_sums(logits: jax.Array, box: jax.Array, landmarks: Optional[jax.Array], batch: Mapping[str, jax.Array],
+              threshold: float) -> dict:
+    """Summed statistics of one held-out batch (no OHEM), to add over batches and finish with :func:`finish_eval`.
+
+    logits, box, landmarks: network outputs as for :func:`multitask_loss`;
+    ``batch`` also carries ``valid`` bool[N] (False for padding). Accuracy counts
+    the argmax of the logits against face / non-face; recall counts positives
+    whose face probability is ≥ ``threshold``; ``box_err`` sums the mean absolute
+    offset error (window units) of box samples; ``landmark_err`` the mean
+    point-to-point distance (window units) of landmark samples.
+    """
+    t = batch["type"]
+    valid = batch["valid"].astype(jnp.float32)
+    b = beta(t) * valid[:, None]
+    prob = jax.nn.softmax(logits)[:, 1]
+    is_pos = (t == POSITIVE).astype(jnp.float32) * valid
+    correct = (jnp.argmax(logits, -1) == (t == POSITIVE)).astype(jnp.float32)
+    sums = {
+        "det_sum": jnp.sum(b[:, 0] * det_loss(logits, t)),
+        "n_det": jnp.sum(b[:, 0]),
+        "correct": jnp.sum(b[:, 0] * correct),
+        "n_pos": jnp.sum(is_pos),
+        "recalled": jnp.sum(is_pos * (prob >= threshold)),
+        "box_sum": jnp.sum(b[:, 1] * box_loss(box, batch["box"])),
+        "box_err": jnp.sum(b[:, 1] * jnp.mean(jnp.abs(box - batch["box"]), -1)),
+        "n_box": jnp.sum(b[:, 1]),
+        "landmarks_sum": jnp.zeros(()),
+        "landmark_err": jnp.zeros(()),
+        "n_landmarks": jnp.sum(b[:, 2]),
+    }
+    if landmarks is not None:
+        d = (landmarks - batch["landmarks"]).reshape(-1, 2, 5)
+        sums["landmarks_sum"] = jnp.sum(b[:, 2] * landmark_loss(landmarks, batch["landmarks"]))
+        sums["landmark_err"] = jnp.sum(b[:, 2] * jnp.mean(jnp.sqrt(jnp.sum(d * d, 1)), -1))
+    return sums
+
+
+def finish_eval(sums: Mapping[str, float], alpha: Mapping[str, float]) -> dict:
+    """Summed statistics (:func:`eval_sums`) → the :data:`EVAL_METRICS`: ``loss`` = Σ_j α_j · mean task loss,
+    the mean task losses, ``accuracy``, ``recall``, ``box_error``, ``landmark_error``."""
+    d = lambda a, b: float(sums[a]) / max(1.0, float(sums[b]))
+    det, box, lm = d("det_sum", "n_det"), d("box_sum", "n_box"), d("landmarks_sum", "n_landmarks")
+    out = {
+        "loss": alpha["det"] * det + alpha["box"] * box + alpha["landmarks"] * lm,
+        "det": det,
+        "box": box,
+        "landmarks": lm,
+        "accuracy": d("correct", "n_det"),
+        "recall": d("recalled", "n_pos"),
+        "box_error": d("box_err", "n_box"),
+        "landmark_error": d("landmark_err", "n_landmarks"),
+    }
+    return {k: out[k] for k in EVAL_METRICS}

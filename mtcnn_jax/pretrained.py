@@ -31,15 +31,16 @@ class WeightsError(ValueError):
 
 def save_params(path: os.PathLike, params: Mapping[str, object]) -> None:
     """Write ``{"pnet": ..., "rnet": ..., "onet": ...}`` params to ``path`` (msgpack), atomically."""
-    path = Path(path)
+    from mtcnn_jax.files import write_atomically  # noqa: PLC0415
+
     tree = jax.tree_util.tree_map(np.asarray, dict(params))
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(flax.serialization.msgpack_serialize(tree))
-    os.replace(tmp, path)
+    write_atomically(path, flax.serialization.msgpack_serialize(tree))
 
 
 def _check_stage(stage: str, params) -> None:
     """Raise WeightsError unless ``params`` has exactly the shapes of ``stage``'s network."""
+    if not isinstance(params, dict):
+        raise WeightsError(f"{stage}: expected a mapping of layers, got {type(params).__name__}")
     has_landmarks = "landmarks" in params
     # eval_shape traces the initialisers without running them: no compilation,
     # where an eager init costs about 15 s on a cold 2-core CPU.

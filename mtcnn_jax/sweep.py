@@ -15,8 +15,9 @@ in its own subfolder of the sweep's workdir, named from its overrides
 ``result.json`` (its final held-out metrics) and is skipped when the sweep is run
 again; a run that was interrupted (even by SIGKILL) resumes from its latest
 checkpoint. The cut samples do not depend on the swept keys in the usual sweeps, so
-each run starts from a link to the previous run's ``samples.npz`` (the trainer
-checks the recipe stored with it and cuts again when it does not match).
+each run starts from a hard-linked copy of another run's ``samples/`` folder
+(:func:`mtcnn_jax.data.store.link_sets`; the trainer checks the settings recorded
+with them and cuts again when they do not match).
 
 After every run the sweep (re)writes, in its workdir:
 
@@ -32,11 +33,9 @@ The plots are drawn with :mod:`mtcnn_jax.evaluation.plots` (OpenCV, no matplotli
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 import math
-import os
 import re
 import time
 from pathlib import Path
@@ -44,11 +43,13 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from mtcnn_jax import config_utils
+from mtcnn_jax import config_utils, files
 from mtcnn_jax.errors import UserError
+from mtcnn_jax.losses import EVAL_METRICS
+from mtcnn_jax.metrics_log import read_metrics
 
-#: Held-out metrics of :func:`mtcnn_jax.train.finish_eval`, in table order.
-METRICS = ("loss", "det", "box", "landmarks", "accuracy", "recall", "box_error", "landmark_error")
+#: Held-out metrics of :func:`mtcnn_jax.losses.finish_eval`, in table order.
+METRICS = EVAL_METRICS
 #: The metrics drawn against the training step in ``curves.png``.
 CURVE_METRICS = ("det", "accuracy", "box_error", "landmark_error")
 RESULT = "result.json"
@@ -66,14 +67,7 @@ class Point(NamedTuple):
 
 
 def _load_module(path: str):
-    p = Path(path)
-    if not p.is_file() and not p.is_absolute() and (config_utils.REPO / p).is_file():
-        p = config_utils.REPO / p
-    if not p.is_file():
-        raise UserError(f"sweep file not found: {path}")
-    spec = importlib.util.spec_from_file_location(f"_mtcnn_sweep_{p.stem}", p)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = config_utils.load_module(path, "sweep")
     for fn in ("get_config", "sweep"):
         if not callable(getattr(module, fn, None)):
             raise UserError(f"{path}: no {fn}(arg) function (a sweep file needs get_config and sweep)")
@@ -148,12 +142,6 @@ def _config_json(config) -> Any:
     return json.loads(config.to_json())
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def read_result(rundir: Path) -> Optional[dict]:
     """The ``result.json`` of a finished run, or None."""
     try:
@@ -175,21 +163,14 @@ def _check_same_run(point: Point, rundir: Path) -> None:
         )
 
 
-def _share_samples(workdir: Path, rundir: Path, names: Sequence[str]) -> None:
-    """Start ``rundir`` with a link to another run's cut samples (checked by the trainer)."""
-    target = rundir / "samples.npz"
-    if target.exists():
+def _share_samples(workdir: Path, rundir: Path, names: Sequence[str], samples_dir: str) -> None:
+    """Start ``rundir`` with a hard-linked copy of another run's cut samples (checked by the trainer)."""
+    from mtcnn_jax.data.store import link_sets  # noqa: PLC0415
+
+    if (rundir / samples_dir).exists():
         return
     for name in names:
-        source = workdir / name / "samples.npz"
-        if source.is_file() and source.parent != rundir:
-            rundir.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(source, target)
-            except OSError:
-                import shutil  # noqa: PLC0415
-
-                shutil.copyfile(source, target)
+        if link_sets(workdir / name / samples_dir, rundir / samples_dir):
             return
 
 
@@ -207,16 +188,18 @@ def run_sweep(
     interrupted ones resume from their checkpoints. ``max_steps`` caps the steps each
     run takes in this call (a run stopped by it stays unfinished and resumes later).
     The results files are rewritten after every run (:func:`write_results`).
+    Each point's config is turned into :class:`mtcnn_jax.settings.TrainSettings`
+    here, before anything trains.
     """
     from mtcnn_jax import train  # noqa: PLC0415 (jax)
+    from mtcnn_jax.settings import TrainSettings  # noqa: PLC0415
 
     points = load_sweep(spec, overrides)
+    settings = [TrainSettings.from_config(p.config) for p in points]
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "sweep.json").write_text(
-        json.dumps({"spec": spec, "overrides": [list(o) for o in overrides],
-                    "grid": [p.overrides for p in points]}, indent=2) + "\n"
-    )
+    files.write_json(workdir / "sweep.json", {"spec": spec, "overrides": [list(o) for o in overrides],
+                                             "grid": [p.overrides for p in points]}, indent=2)
     names = [p.name for p in points]
     for point in points:  # refuse before training anything
         _check_same_run(point, workdir / point.name)
@@ -227,15 +210,15 @@ def run_sweep(
             log(f"[{i + 1}/{len(points)}] {point.name}: finished before, skipped")
             continue
         log(f"[{i + 1}/{len(points)}] {point.name}: training")
-        _share_samples(workdir, rundir, names[:i][::-1] + names[i + 1 :])
+        _share_samples(workdir, rundir, names[:i][::-1] + names[i + 1 :], train.SAMPLES_DIR)
         t0 = time.time()
         try:
-            state, metrics = train.train_and_evaluate(point.config, rundir, progress=progress, max_steps=max_steps)
+            state, metrics = train.train_and_evaluate(settings[i], rundir, progress=progress, max_steps=max_steps)
         except ValueError as err:
             raise UserError(f"{point.name}: {str(err).splitlines()[0]}") from None
         step = int(state.step)
         if step >= point.config.total_steps:
-            _write_json(rundir / RESULT, {
+            files.write_json(rundir / RESULT, {
                 "name": point.name, "overrides": point.overrides, "step": step,
                 "metrics": {k: float(metrics[k]) for k in METRICS},
                 "seconds": round(time.time() - t0, 1), "config": _config_json(point.config),
@@ -369,23 +352,6 @@ def results_plot(rows: Sequence[dict], keys: Sequence[str], metrics: Sequence[st
     return _tile(images, min(4, len(images)))
 
 
-def read_metrics(rundir, split: str = "val") -> list[dict]:
-    """The ``split`` lines of a run's ``metrics.jsonl`` (a line cut short by a kill is skipped)."""
-    out = []
-    try:
-        text = (Path(rundir) / "metrics.jsonl").read_text()
-    except OSError:
-        return out
-    for line in text.splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("split") == split:
-            out.append(rec)
-    return out
-
-
 def curves_plot(workdir, names: Sequence[str], metrics: Sequence[str] = CURVE_METRICS,
                 panel: tuple = (560, 420)) -> Optional[np.ndarray]:
     """Held-out metrics against the training step, one curve per run (from each run's
@@ -416,13 +382,9 @@ def write_results(workdir, points: Sequence[Point]) -> list[dict]:
     rows = collect(workdir, points)
     keys = swept_keys(points)
     for name, text in (("results.csv", to_csv(rows, keys)), ("results.md", to_markdown(rows, keys))):
-        tmp = workdir / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, workdir / name)
+        files.write_atomically(workdir / name, text)
     for name, img in (("results.png", results_plot(rows, keys)),
                       ("curves.png", curves_plot(workdir, [p.name for p in points]))):
         if img is not None:
-            tmp = workdir / (name + ".tmp")
-            tmp.write_bytes(plots.encode_png(img))
-            os.replace(tmp, workdir / name)
+            files.write_atomically(workdir / name, plots.encode_png(img))
     return rows

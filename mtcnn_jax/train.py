@@ -5,14 +5,17 @@ the same code the ``mtcnn-jax train`` command runs:
 
 * :class:`TrainState` — ``(params, opt_state, step)``, a NamedTuple pytree.
 * :func:`make_optimizer` — optax SGD with momentum (or Adam), a ``step``,
-  ``cosine`` or ``constant`` learning-rate schedule and L2 weight decay.
+  ``cosine`` or ``constant`` learning-rate schedule and L2 weight decay, from
+  :class:`mtcnn_jax.settings.OptimizerSettings`.
 * :func:`make_train_step` — the jitted update, data-parallel over a 1-D mesh
   named ``data`` with ``jax.shard_map``: the global batch is split over the
   devices, params and optimizer state are replicated, the state is donated.
-* :func:`make_eval_step` / :func:`evaluate` — loss, face/non-face accuracy,
-  face recall at the stage's threshold, box and landmark errors.
-* :func:`train_and_evaluate` — the loop: samples, batches, logging (JSON lines +
-  TensorBoard), Orbax checkpoints and resume.
+* :func:`make_eval_step` / :func:`evaluate` — the held-out metrics of
+  :func:`mtcnn_jax.losses.eval_sums` / :func:`~mtcnn_jax.losses.finish_eval`
+  over a whole sample set.
+* :func:`train_and_evaluate` — the loop: samples (cut once and kept as sample
+  stores in the workdir), batches, logging (:class:`mtcnn_jax.metrics_log.MetricsLog`),
+  Orbax checkpoints and resume.
 
 Batches are dicts of host arrays: ``image`` uint8[B, S, S, 3] (RGB, S = 12 / 24 /
 48), ``type`` int32[B] (:mod:`mtcnn_jax.losses` codes), ``box`` float32[B, 4]
@@ -28,8 +31,6 @@ Orbax checkpoints are written collectively.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Optional
@@ -42,8 +43,11 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mtcnn_jax import losses, models
+from mtcnn_jax.settings import OptimizerSettings, TrainSettings
 
 DATA_AXIS = "data"
+#: The workdir's folder of cut samples: sample stores ``train/`` and ``val/`` and their ``settings.json``.
+SAMPLES_DIR = "samples"
 
 
 class TrainState(NamedTuple):
@@ -57,25 +61,22 @@ class TrainState(NamedTuple):
 # ----------------------------------------------------------------------------- optimizer
 
 
-def make_schedule(opt_config, total_steps: int) -> optax.Schedule:
-    """Learning-rate schedule from ``config.optimizer``.
+def make_schedule(opt: OptimizerSettings, total_steps: int) -> optax.Schedule:
+    """Learning-rate schedule of ``opt`` (a config's ``optimizer`` group).
 
     ``step``: ``learning_rate`` multiplied by ``decay_factor`` at each of
     ``decay_at`` (fractions of ``total_steps``); ``cosine``: cosine decay to 0
     over ``total_steps``; ``constant``. ``warmup_steps`` > 0 prepends a linear
     warm-up from 0.
     """
-    lr = float(opt_config.learning_rate)
-    name = opt_config.schedule
-    warmup = int(opt_config.warmup_steps)
+    lr = float(opt.learning_rate)
+    name = opt.schedule
+    warmup = int(opt.warmup_steps)
     decay_steps = max(1, total_steps - warmup)
     if name == "constant":
         sched = optax.constant_schedule(lr)
     elif name == "step":
-        bounds = {
-            max(1, int(round(f * decay_steps))): float(opt_config.decay_factor)
-            for f in opt_config.decay_at
-        }
+        bounds = {max(1, int(round(f * decay_steps))): float(opt.decay_factor) for f in opt.decay_at}
         sched = optax.piecewise_constant_schedule(lr, bounds)
     elif name == "cosine":
         sched = optax.cosine_decay_schedule(lr, decay_steps)
@@ -86,21 +87,21 @@ def make_schedule(opt_config, total_steps: int) -> optax.Schedule:
     return sched
 
 
-def make_optimizer(opt_config, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(opt: OptimizerSettings, total_steps: int) -> optax.GradientTransformation:
     """Optional ``clip_by_global_norm(clip_grad_norm)`` (0 = off), ``add_decayed_weights(weight_decay)``
-    (L2, as Caffe), then SGD with momentum or Adam."""
-    sched = make_schedule(opt_config, total_steps)
+    (L2, as Caffe), then SGD with momentum or Adam, on :func:`make_schedule`'s learning rate."""
+    sched = make_schedule(opt, total_steps)
     parts = []
-    if opt_config.clip_grad_norm:
-        parts.append(optax.clip_by_global_norm(float(opt_config.clip_grad_norm)))
-    if opt_config.weight_decay:
-        parts.append(optax.add_decayed_weights(float(opt_config.weight_decay)))
-    if opt_config.name == "sgd":
-        parts.append(optax.sgd(sched, momentum=float(opt_config.momentum) or None))
-    elif opt_config.name == "adam":
+    if opt.clip_grad_norm:
+        parts.append(optax.clip_by_global_norm(float(opt.clip_grad_norm)))
+    if opt.weight_decay:
+        parts.append(optax.add_decayed_weights(float(opt.weight_decay)))
+    if opt.name == "sgd":
+        parts.append(optax.sgd(sched, momentum=float(opt.momentum) or None))
+    elif opt.name == "adam":
         parts.append(optax.adam(sched))
     else:
-        raise ValueError(f"unknown optimizer {opt_config.name!r}")
+        raise ValueError(f"unknown optimizer {opt.name!r}")
     return optax.chain(*parts)
 
 
@@ -148,7 +149,7 @@ def make_train_step(model, tx, alpha: Mapping[str, float], ohem_k: Optional[int]
     params enter replicated (``P()``) and ``check_vma`` is on, ``jax.grad``
     already returns the gradient summed over devices, which is the gradient of
     the global loss; no ``pmean`` is applied (an extra one would change the
-    step by the device count: the trap in ENGINEERING.md; tests/test_train.py
+    step by the device count; tests/test_train.py
     checks that 4 devices give the single-device step).
 
     metrics: ``loss``, ``det``, ``box``, ``landmarks`` (global batch values),
@@ -185,67 +186,26 @@ def make_train_step(model, tx, alpha: Mapping[str, float], ohem_k: Optional[int]
     return jax.jit(step, donate_argnums=0)
 
 
-def eval_sums(model, params, batch, alpha, threshold: float):
-    """Summed eval statistics of one batch (no OHEM); combine with :func:`finish_eval`.
+def make_eval_step(model, alpha: Mapping[str, float], threshold: float) -> Callable:
+    """Jitted ``(params, batch) -> sums``: :func:`mtcnn_jax.losses.eval_sums` of ``model``'s outputs.
 
-    ``batch`` also carries ``valid`` bool[N] (False for padding). Accuracy counts
-    argmax of the logits; recall counts positives whose face probability is
-    ≥ ``threshold``; ``box_err`` sums the mean absolute offset error (window
-    units) of box samples; ``landmark_err`` the mean point-to-point distance
-    (window units) of landmark samples.
+    ``batch`` also carries ``valid`` bool[N] (False for padding). ``alpha`` does
+    not enter the sums (:func:`evaluate` weighs the task losses with it); it is
+    taken so that the eval step is made like the train step.
     """
-    out = model.apply({"params": params}, models.normalize(batch["image"]))
-    logits, box, lm = _flat(out)
-    t = batch["type"]
-    valid = batch["valid"].astype(jnp.float32)
-    b = losses.beta(t) * valid[:, None]
-    prob = jax.nn.softmax(logits)[:, 1]
-    is_pos = (t == losses.POSITIVE).astype(jnp.float32) * valid
-    correct = (jnp.argmax(logits, -1) == (t == losses.POSITIVE)).astype(jnp.float32)
-    sums = {
-        "det_sum": jnp.sum(b[:, 0] * losses.det_loss(logits, t)),
-        "n_det": jnp.sum(b[:, 0]),
-        "correct": jnp.sum(b[:, 0] * correct),
-        "n_pos": jnp.sum(is_pos),
-        "recalled": jnp.sum(is_pos * (prob >= threshold)),
-        "box_sum": jnp.sum(b[:, 1] * losses.box_loss(box, batch["box"])),
-        "box_err": jnp.sum(b[:, 1] * jnp.mean(jnp.abs(box - batch["box"]), -1)),
-        "n_box": jnp.sum(b[:, 1]),
-        "landmarks_sum": jnp.zeros(()),
-        "landmark_err": jnp.zeros(()),
-        "n_landmarks": jnp.sum(b[:, 2]),
-    }
-    if lm is not None:
-        d = (lm - batch["landmarks"]).reshape(-1, 2, 5)
-        sums["landmarks_sum"] = jnp.sum(b[:, 2] * losses.landmark_loss(lm, batch["landmarks"]))
-        sums["landmark_err"] = jnp.sum(b[:, 2] * jnp.mean(jnp.sqrt(jnp.sum(d * d, 1)), -1))
-    return sums
+    del alpha
+
+    def sums(params, batch):
+        out = model.apply({"params": params}, models.normalize(batch["image"]))
+        return losses.eval_sums(*_flat(out), batch, threshold)
+
+    return jax.jit(sums)
 
 
-def make_eval_step(model, alpha, threshold: float) -> Callable:
-    """Jitted ``(params, batch) -> sums`` (see :func:`eval_sums`)."""
-    alpha = {k: float(v) for k, v in alpha.items()}
-    return jax.jit(lambda params, batch: eval_sums(model, params, batch, alpha, threshold))
-
-
-def finish_eval(sums: Mapping[str, float], alpha: Mapping[str, float]) -> dict:
-    """Summed statistics → means: ``loss`` = Σ_j α_j · mean task loss, ``accuracy``, ``recall``, …"""
-    d = lambda a, b: float(sums[a]) / max(1.0, float(sums[b]))
-    det, box, lm = d("det_sum", "n_det"), d("box_sum", "n_box"), d("landmarks_sum", "n_landmarks")
-    return {
-        "loss": alpha["det"] * det + alpha["box"] * box + alpha["landmarks"] * lm,
-        "det": det,
-        "box": box,
-        "landmarks": lm,
-        "accuracy": d("correct", "n_det"),
-        "recall": d("recalled", "n_pos"),
-        "box_error": d("box_err", "n_box"),
-        "landmark_error": d("landmark_err", "n_landmarks"),
-    }
-
-
-def evaluate(eval_step, params, samples: Mapping[str, np.ndarray], alpha, batch_size: int = 1024) -> dict:
-    """Run ``eval_step`` over every sample (the last batch padded, ``valid`` masked)."""
+def evaluate(eval_step, params, samples: Mapping[str, np.ndarray], alpha: Mapping[str, float],
+             batch_size: int = 1024) -> dict:
+    """Run ``eval_step`` (:func:`make_eval_step`) over every sample (the last batch padded, ``valid`` masked);
+    the :data:`mtcnn_jax.losses.EVAL_METRICS` (:func:`mtcnn_jax.losses.finish_eval` with ``alpha``)."""
     n = len(samples["type"])
     total = None
     for start in range(0, n, batch_size):
@@ -256,7 +216,7 @@ def evaluate(eval_step, params, samples: Mapping[str, np.ndarray], alpha, batch_
         batch["valid"] = valid
         sums = jax.device_get(eval_step(params, batch))
         total = sums if total is None else {k: total[k] + sums[k] for k in total}
-    return finish_eval(total, alpha)
+    return losses.finish_eval(total, alpha)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -288,7 +248,7 @@ def merge_pretrained(params, pretrained):
     Layers it lacks (the released P-Net and R-Net have no landmark head) are kept
     fresh, with their kernels zeroed: the pretrained features are large, and a
     randomly initialised head on top of them starts with a huge loss whose
-    gradient wrecks the trained layers (measured: P-Net at lr 0.01 went to NaN).
+    gradient wrecks the trained layers (P-Net at lr 0.01 diverges).
     """
     out = dict(params)
     for name in out:
@@ -304,55 +264,40 @@ def merge_pretrained(params, pretrained):
     return out
 
 
-class _Log:
-    """JSON-lines metrics file plus TensorBoard events (tensorboardX), on process 0 only."""
+def cut_samples(settings: TrainSettings, workdir, write: bool = True, progress: bool = True) -> tuple[dict, dict]:
+    """The train and held-out samples ``settings.data`` cuts for the stage, kept in ``workdir/samples``.
 
-    def __init__(self, workdir: Path, resume_step: int, enabled: bool):
-        self.enabled = enabled
-        if not enabled:
-            return
-        path = workdir / "metrics.jsonl"
-        if path.exists():  # drop what a killed run logged after its last checkpoint
-            keep = []
-            for line in path.read_text().splitlines():
-                try:
-                    if json.loads(line).get("step", 0) <= resume_step:
-                        keep.append(line)
-                except ValueError:  # a line cut short by the kill
-                    continue
-            tmp = path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(line + "\n" for line in keep))
-            os.replace(tmp, path)
-        self.file = open(path, "a")
-        from tensorboardX import SummaryWriter  # noqa: PLC0415 (pulls no TensorFlow)
+    Stored as sample stores ``samples/train`` and ``samples/val`` (ordered: read
+    back, they are the arrays as cut) with ``samples/settings.json``, what they
+    depend on (the data settings but ``workers``, the window size, the seed). A
+    rerun with the same settings reads them back; with other settings they are
+    cut again and replace them. ``write=False`` (the other processes of a
+    multi-host run) reads them when they are there and cuts them in memory when
+    not. See :func:`mtcnn_jax.data.store.cached_sets`.
+    """
+    from mtcnn_jax.data import samples, store  # noqa: PLC0415
 
-        self.tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
-
-    def write(self, step: int, split: str, metrics: Mapping[str, float]):
-        if not self.enabled:
-            return
-        record = {"step": int(step), "split": split, **{k: float(v) for k, v in metrics.items()}}
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        for k, v in metrics.items():
-            self.tb.add_scalar(f"{split}/{k}", float(v), int(step))
-
-    def close(self):
-        if self.enabled:
-            self.file.close()
-            self.tb.close()
+    size = models.INPUT_SIZE[settings.stage]
+    key = {"data": settings.data.cut_key(), "size": size, "seed": settings.seed}
+    make = lambda: samples.build(settings.data, size, settings.seed, progress=progress)  # noqa: E731
+    return store.cached_sets(Path(workdir) / SAMPLES_DIR, settings.stage, key, make, write=write)
 
 
 def train_and_evaluate(config, workdir, init: str = "scratch", progress: bool = True,
                        max_steps: Optional[int] = None, data: Optional[tuple] = None):
     """Train ``config.stage`` on samples cut per ``config.data``; returns ``(state, val_metrics)``.
 
-    workdir gets: ``config.json``, ``samples.npz`` (the cut samples, reused on
-    resume when ``config.data``, the window size and the seed are unchanged),
-    ``checkpoints/<step>/`` (Orbax, written to a temporary folder and renamed
-    when complete, so a kill never leaves a half checkpoint that would be
-    restored), ``metrics.jsonl`` (one JSON object per log: ``step``, ``split``
-    "train"/"val", metrics) and ``tensorboard/`` event files.
+    ``config``: a stage config (``ml_collections.ConfigDict``, validated and
+    converted here) or its :class:`mtcnn_jax.settings.TrainSettings`.
+
+    workdir gets: ``config.json``, ``samples/`` (the cut samples as sample stores
+    ``train/`` and ``val/`` with the settings they were cut with, reused on
+    resume when ``config.data``, the window size and the seed are unchanged:
+    :func:`cut_samples`), ``checkpoints/<step>/`` (Orbax, written to a temporary
+    folder and renamed when complete, so a kill never leaves a half checkpoint
+    that would be restored), ``metrics.jsonl`` (one JSON object per log:
+    ``step``, ``split`` "train"/"val", metrics) and ``tensorboard/`` event files
+    (:mod:`mtcnn_jax.metrics_log`).
 
     Rerun on the same workdir, it restores the latest checkpoint and continues;
     batches depend only on (seed, step), so the result equals an uninterrupted
@@ -360,17 +305,18 @@ def train_and_evaluate(config, workdir, init: str = "scratch", progress: bool = 
     (:func:`mtcnn_jax.pretrained.load_pretrained`), keeping fresh heads they lack.
     ``max_steps`` stops early (after that many steps of this call; testing).
     ``data=(train_set, val_set)`` trains on given sample sets (dicts of arrays as
-    :mod:`mtcnn_jax.data.samples` makes them, e.g. mined samples read from a
-    :class:`mtcnn_jax.data.store.SampleStore`) instead of cutting random windows;
-    nothing is cut or cached then, and ``config.data`` is not used.
+    :mod:`mtcnn_jax.data.samples` makes them, e.g. mined samples read from
+    sample stores) instead of cutting random windows; nothing is cut or kept
+    then, and ``config.data`` is not used.
     """
     import orbax.checkpoint as ocp  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
-    from mtcnn_jax import config_utils  
-    from mtcnn_jax.data import samples  # noqa: PLC0415
+    from mtcnn_jax import config_utils, files  # noqa: PLC0415
+    from mtcnn_jax.data.store import FIELDS  # noqa: PLC0415
+    from mtcnn_jax.metrics_log import MetricsLog  # noqa: PLC0415
 
-    config_utils.validate(config)
+    config = TrainSettings.of(config)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     main = jax.process_index() == 0
@@ -378,25 +324,16 @@ def train_and_evaluate(config, workdir, init: str = "scratch", progress: bool = 
     mesh = make_mesh()
     config_utils.check_batch_fits(config, mesh.size, jax.process_count())
     if main:
-        (workdir / "config.json").write_text(config.to_json(indent=2) + "\n")
+        files.write_json(workdir / "config.json", config.to_dict(), indent=2)
 
-    cache = workdir / "samples.npz"
-    # What the cut samples depend on; a cache cut with other settings is cut again.
-    data_key = {k: v for k, v in config.data.to_dict().items() if k != "workers"}  # workers: same samples
-    recipe = json.dumps({"data": data_key, "size": size, "seed": config.seed}, sort_keys=True)
-    cached = samples.load(cache) if data is None and cache.exists() else None
     if data is not None:
         train_set, val_set = data
         for name, part in (("train", train_set), ("val", val_set)):
             if tuple(np.shape(part["image"])[1:]) != (size, size, 3):
                 raise ValueError(f"{name} samples are {np.shape(part['image'])[1:]}, {stage} needs {size}×{size}×3")
-    elif cached is not None and cached[2] == recipe:
-        train_set, val_set = cached[:2]
     else:
-        train_set, val_set = samples.build(config.data, size, config.seed)
-        if main:
-            samples.save(cache, train_set, val_set, recipe)
-    index_by_type = [np.flatnonzero(train_set["type"] == c) for c in range(4)]
+        train_set, val_set = cut_samples(config, workdir, write=main, progress=progress)
+    index_by_type = [np.flatnonzero(train_set["type"] == c) for c in range(len(losses.SAMPLE_TYPES))]
     composition = dict(config.batch)
     for code, name in enumerate(losses.SAMPLE_TYPES):
         if composition[name] and not len(index_by_type[code]):
@@ -430,7 +367,7 @@ def train_and_evaluate(config, workdir, init: str = "scratch", progress: bool = 
 
     train_step = make_train_step(model, tx, alpha, k, mesh)
     eval_step = make_eval_step(model, alpha, config.threshold)
-    log = _Log(workdir, start, main)
+    log = MetricsLog(workdir, start, main)
     end = config.total_steps if max_steps is None else min(config.total_steps, start + max_steps)
     val_metrics, val_step = {}, -1
     bar = tqdm(range(start, end), initial=start, total=config.total_steps, disable=not (progress and main),
@@ -441,7 +378,7 @@ def train_and_evaluate(config, workdir, init: str = "scratch", progress: bool = 
     t0 = time.time()
     for step in bar:
         idx = sample_batch(index_by_type, composition, config.seed, step, jax.process_index(), jax.process_count())
-        batch = {f: train_set[f][idx] for f in samples.FIELDS}
+        batch = {f: train_set[f][idx] for f in FIELDS}
         state, metrics = train_step(state, shard_batch(batch, mesh))
         done = step + 1
         if done % config.log_every == 0 or done == config.total_steps:

@@ -130,3 +130,21 @@ def test_ohem_gradient_is_zero_for_dropped_samples():
     full = losses.multitask_loss(logits, jnp.zeros((5, 4)), None, batch, ALPHA, k=4)
     none = losses.multitask_loss(logits, jnp.zeros((5, 4)), None, batch, ALPHA, k=None)
     assert float(full.total) == pytest.approx(float(none.total), rel=1e-7)
+
+
+def test_eval_sums_and_finish_eval_hand_computed():
+    """Held-out statistics beside the loss: the same task losses without OHEM, padding masked out."""
+    logits, box_pred, lm_pred, batch = _batch()
+    batch = dict(batch, valid=jnp.array([True, True, True, False]))  # the landmark sample is padding
+    sums = losses.eval_sums(logits, box_pred, lm_pred, batch, threshold=0.7)
+    m = losses.finish_eval(sums, ALPHA)
+    assert tuple(m) == losses.EVAL_METRICS
+    det = (math.log(2.0) - math.log(0.75)) / 2
+    assert m["det"] == pytest.approx(det, rel=1e-6)
+    assert m["box"] == pytest.approx((0.05 + 0.25) / 2, rel=1e-6)  # positive 0.1² + 0.2², part 0.5²
+    assert m["landmarks"] == 0.0 and m["landmark_error"] == 0.0  # no valid landmark sample
+    assert m["loss"] == pytest.approx(det + 0.5 * 0.15, rel=1e-6)
+    assert m["accuracy"] == 1.0  # (0, 0) → non-face for the negative; (0, log 3) → face
+    assert m["recall"] == 1.0  # p(face) = 0.75 ≥ 0.7
+    assert m["box_error"] == pytest.approx((0.075 + 0.125) / 2, rel=1e-6)
+    assert losses.finish_eval(losses.eval_sums(logits, box_pred, lm_pred, batch, 0.8), ALPHA)["recall"] == 0.0

@@ -1,6 +1,6 @@
 """Hard-sample mining: IoU labelling of detector windows, crops and targets, caps, determinism, skip-and-count."""
 
-import types
+import dataclasses
 
 import cv2
 import numpy as np
@@ -10,9 +10,10 @@ from mtcnn_jax import boxes as bx
 from mtcnn_jax.data import mining
 from mtcnn_jax.data import samples as sp
 from mtcnn_jax.losses import NEGATIVE, PART, POSITIVE
+from mtcnn_jax.settings import MiningSettings
 
-MINING = types.SimpleNamespace(negative_iou=0.3, part_iou=0.4, positive_iou=0.65, negatives_per_image=3,
-                               resize="antialiased")
+MINING = MiningSettings(negative_iou=0.3, part_iou=0.4, positive_iou=0.65, negatives_per_image=3, min_face_size=20,
+                        factor=0.709, pnet_threshold=0.6, rnet_threshold=0.7, resize="antialiased")
 
 
 def _cand(half_open):
@@ -202,8 +203,7 @@ def test_mining_with_the_authors_detector_on_a_wider_image(data_dir):
     detector's windows, its label agrees with that window's IoU, its target maps it onto the face."""
     from mtcnn_jax.images import load_image
 
-    cfg = types.SimpleNamespace(**{**vars(MINING), "negatives_per_image": 10}, min_face_size=20, factor=0.709,
-                                pnet_threshold=0.6, rnet_threshold=0.7)
+    cfg = dataclasses.replace(MINING, negatives_per_image=10)
     wider = data_dir / "widerface_train_mini"
     records, line_of = mining.read_gt(mining.find_gt(wider))
     big = lambda r: np.any(~r.invalid & (np.min(r.boxes[:, 2:] - r.boxes[:, :2], axis=1) >= 40))  # noqa: E731

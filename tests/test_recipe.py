@@ -8,7 +8,9 @@ import pytest
 from mtcnn_jax import cli
 from mtcnn_jax import recipe
 from mtcnn_jax.commands import train_cascade as cmd
+from mtcnn_jax.data import store
 from mtcnn_jax.errors import UserError
+from mtcnn_jax.losses import SAMPLE_TYPES
 
 # The tiny recipe with fewer steps and eval images: the pipeline, not the accuracy, is under test.
 SHORT = [("pnet.total_steps", "300"), ("rnet.total_steps", "24"), ("onet.total_steps", "16"), ("eval.images", "3")]
@@ -37,6 +39,9 @@ def test_stage_config_takes_root_and_seed():
     c = cmd.load("configs/cascade.py:tiny", [("seed", "5"), ("data_root", "/somewhere")])
     s = recipe.stage_config(c, "onet")
     assert s.seed == 5 and s.data.root == "/somewhere" and s.stage == "onet"
+    cs = recipe.cascade_settings(c)
+    assert cs.onet == s and cs.stage("pnet").seed == 5 and cs.eval.root == "/somewhere"
+    assert cs.mining.pyramid == "original" and cs.eval.thresholds == (0.6, 0.7, 0.7)
 
 
 def test_tiny_cascade_trains_loads_and_resumes(tmp_path, data_dir, capsys):
@@ -52,11 +57,10 @@ def test_tiny_cascade_trains_loads_and_resumes(tmp_path, data_dir, capsys):
     assert logs[0] == "pnet_samples: running" and logs[-1].startswith("eval: finished")
     # Sample stores: P-Net windows 12×12, mined R-Net / O-Net windows 24×24 / 48×48 with every type.
     for stage, size in (("pnet", 12), ("rnet", 24), ("onet", 48)):
-        train, val = recipe.read_sets(work / f"{stage}_samples", stage)
+        train, val = store.read_sets(work / f"{stage}_samples", stage)
         assert train["image"].shape[1:] == (size, size, 3) and len(val["type"])
         counts = summary[f"{stage}_samples"]["counts"]["train"]
-        assert counts == {name: int(np.sum(train["type"] == k)) for k, name in
-                          enumerate(("negative", "positive", "part", "landmark"))}
+        assert counts == {name: int(np.sum(train["type"] == k)) for k, name in enumerate(SAMPLE_TYPES)}
     mined = summary["rnet_samples"]["mining"]["train"]
     assert mined["images"] == 9 and mined["n_skipped_images"] == 0 and mined["proposals"] > 0
     # Evaluation in the workdir, AP per setting.
@@ -166,4 +170,8 @@ def test_proposal_cache_round_trip_and_key(tmp_path):
     config = cmd.load("configs/cascade.py:tiny")
     other = cmd.load("configs/cascade.py:tiny")
     other.mining.pnet_threshold = 0.5
-    assert recipe._proposal_key(config) != recipe._proposal_key(other)
+    key = lambda c: recipe._proposal_key(recipe.cascade_settings(c).mining)  # noqa: E731
+    assert key(config) != key(other)
+    other.mining.pnet_threshold = 0.6
+    other.mining.negatives_per_image = 1  # not a P-Net setting
+    assert key(config) == key(other)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -14,15 +15,15 @@ from mtcnn_jax import recipe
 from mtcnn_jax.data import samples
 from mtcnn_jax.errors import UserError
 from mtcnn_jax.losses import LANDMARK
+from mtcnn_jax.settings import TrainSettings
 
 
-def _config(root, wider, landmarks, landmark_list, **data):
+def _config(root, wider, landmarks, landmark_list, **data) -> TrainSettings:
     c = config_utils.base_config()
     c.data.root, c.data.wider, c.data.landmarks, c.data.landmark_list = str(root), str(wider), str(landmarks), landmark_list
     for k, v in data.items():
         c.data[k] = v
-    config_utils.validate(c)
-    return c
+    return TrainSettings.from_config(c)
 
 
 def test_two_workers_give_the_serial_arrays_and_reports(data_dir, tmp_path):
@@ -38,9 +39,8 @@ def test_two_workers_give_the_serial_arrays_and_reports(data_dir, tmp_path):
                 val_every=5, negatives_per_image=10, crops_per_face=4)
     out = {}
     for workers in (1, 2):
-        c.data.workers = workers
         skipped: dict = {}
-        out[workers] = samples.build(c.data, 12, 7, skipped, progress=True), skipped
+        out[workers] = samples.build(dataclasses.replace(c.data, workers=workers), 12, 7, skipped, progress=True), skipped
     (a, skip_a), (b, skip_b) = out[1], out[2]
     for x, y in zip(a, b):
         assert set(x) == set(y) == set(samples.FIELDS)

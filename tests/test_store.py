@@ -1,5 +1,7 @@
 """The TFDS array_record sample store: round trip, reuse, batches, no TensorFlow."""
 
+import json
+import os
 import subprocess
 import sys
 
@@ -7,6 +9,7 @@ import numpy as np
 import pytest
 
 from mtcnn_jax.data import store as st
+from mtcnn_jax.errors import UserError
 
 
 def _arrays(n, size, seed=0):
@@ -199,3 +202,71 @@ def test_reads_across_several_shards(tmp_path):
     split.load(chunk=5)
     for name in st.FIELDS:
         np.testing.assert_array_equal(split.get(range(40))[name], want[name])
+
+
+def test_ordered_store_keeps_the_order_given(tmp_path):
+    arrays = _arrays(200, 12)
+    ordered = st.write_store(st.examples_from_arrays(arrays), tmp_path / "o", "pnet", ordered=True)
+    back = st.SampleStore(tmp_path / "o", "pnet").load().get(range(200))
+    for name in st.FIELDS:
+        np.testing.assert_array_equal(back[name], arrays[name])
+    np.testing.assert_array_equal(ordered.get([5, 0])["image"], arrays["image"][[5, 0]])
+    shuffled = st.write_store(st.examples_from_arrays(arrays), tmp_path / "s", "pnet").get(range(200))
+    assert _rows(shuffled) == _rows(arrays) and not np.array_equal(shuffled["type"], arrays["type"])
+
+
+def test_sets_round_trip_and_counts(tmp_path):
+    made = {"train": _arrays(60, 24, seed=1), "val": _arrays(20, 24, seed=2)}
+    calls = []
+
+    def make(split):
+        calls.append(split)
+        return made[split]
+
+    counts = st.write_sets(tmp_path, "rnet", make)
+    assert calls == ["train", "val"] and st.sets_exist(tmp_path, "rnet")
+    for split in st.SPLITS:
+        assert counts[split] == {name: int(np.sum(made[split]["type"] == code))
+                                 for code, name in enumerate(("negative", "positive", "part", "landmark"))}
+    assert st.write_sets(tmp_path, "rnet", make) == counts and calls == ["train", "val"]  # complete: not made again
+    train, val = st.read_sets(tmp_path, "rnet")
+    assert _rows(train) == _rows(made["train"]) and _rows(val) == _rows(made["val"])
+    with pytest.raises(UserError, match="no train samples"):
+        st.write_sets(tmp_path / "empty", "rnet", lambda split: _arrays(0, 24))
+
+
+def test_cached_sets_are_reused_remade_and_linked(tmp_path):
+    made = []
+
+    def make(seed):
+        def go():
+            made.append(seed)
+            return _arrays(30, 12, seed), _arrays(10, 12, seed + 100)
+        return go
+
+    folder = tmp_path / "a" / "samples"
+    first = st.cached_sets(folder, "pnet", {"seed": 1, "n": (1, 2)}, make(1))
+    for got, want in zip(first, make(1)()):
+        for name in st.FIELDS:  # ordered: read back as made
+            np.testing.assert_array_equal(got[name], want[name])
+    made.clear()
+    again = st.cached_sets(folder, "pnet", {"n": [1, 2], "seed": 1}, make(1))  # the same settings, as JSON
+    assert made == [] and np.array_equal(again[0]["image"], first[0]["image"])
+    # A hard-linked copy for another run: same files, and remaking it there leaves the source alone.
+    copy = tmp_path / "b" / "samples"
+    assert st.link_sets(folder, copy) and not st.link_sets(folder, copy)
+    assert not st.link_sets(tmp_path / "nothing", tmp_path / "c" / "samples")
+    record = next((copy / "train").rglob("*.array_record*"))
+    assert os.path.samefile(record, folder / record.relative_to(copy))
+    assert not list(copy.parent.glob(".samples*"))
+    remade = st.cached_sets(copy, "pnet", {"seed": 2, "n": [1, 2]}, make(2))
+    assert made == [2] and not np.array_equal(remade[0]["image"], first[0]["image"])
+    kept = st.cached_sets(folder, "pnet", {"seed": 1, "n": [1, 2]}, make(1))
+    assert made == [2] and np.array_equal(kept[0]["image"], first[0]["image"])
+    # A pair whose settings file is missing (a write cut short) is made again.
+    (folder / st.SETTINGS_FILE).unlink()
+    st.cached_sets(folder, "pnet", {"seed": 1, "n": [1, 2]}, make(1))
+    assert made == [2, 1] and json.loads((folder / st.SETTINGS_FILE).read_text()) == {"n": [1, 2], "seed": 1}
+    # Without write (another host), a missing pair is made in memory only.
+    st.cached_sets(tmp_path / "d", "pnet", {"seed": 3}, make(3), write=False)
+    assert made == [2, 1, 3] and not (tmp_path / "d").exists()

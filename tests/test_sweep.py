@@ -12,6 +12,7 @@ import cv2
 import pytest
 
 from mtcnn_jax import cli, sweep
+from mtcnn_jax.data import store
 from mtcnn_jax.errors import UserError
 from conftest import sigkill_when
 
@@ -121,7 +122,12 @@ def test_tiny_sweep_writes_one_row_per_point_with_the_final_metrics(straight):
         assert 0.5 < float(row["accuracy"]) <= 1.0  # trained, not chance
     # The two points trained differently (OHEM on/off), from the same cut samples.
     assert table[0]["loss"] != table[1]["loss"]
-    assert os.path.samefile(workdir / NAMES[0] / "samples.npz", workdir / NAMES[1] / "samples.npz")
+    # The second run started from a hard-linked copy of the first run's sample stores.
+    first = workdir / NAMES[0] / "samples"
+    records = sorted(first.rglob("*.array_record*"))
+    assert len(records) == 2  # train and val
+    for record in records:
+        assert os.path.samefile(record, workdir / NAMES[1] / "samples" / record.relative_to(first))
     md = (workdir / "results.md").read_text().splitlines()
     assert len(md) == 2 + len(NAMES) and md[0].startswith("| run | ohem_ratio | status | step | loss")
     for name in ("results.png", "curves.png"):
@@ -178,8 +184,8 @@ def test_sigkill_mid_sweep_then_rerun_skips_finished_resumes_and_matches(straigh
 
 def test_cli_max_steps_leaves_runs_unfinished_then_completes(straight, tiny, data_dir, tmp_path, capsys):
     workdir = tmp_path / "capped"
-    (workdir / NAMES[0]).mkdir(parents=True)  # reuse the cut samples (the trainer checks their recipe)
-    os.link(straight[0] / NAMES[0] / "samples.npz", workdir / NAMES[0] / "samples.npz")
+    # reuse the cut samples (the trainer checks the settings recorded with them)
+    assert store.link_sets(straight[0] / NAMES[0] / "samples", workdir / NAMES[0] / "samples")
     args = ["sweep", "--config", str(tiny), "--workdir", str(workdir), "--no-progress", f"--config.data.root={data_dir}"]
     assert cli.main(args + ["--max-steps", "100"]) == 0
     table = _csv(workdir)

@@ -1,5 +1,6 @@
 """Train state, optimizer, the data-parallel step, eval metrics (mtcnn_jax.train)."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -8,22 +9,20 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from mtcnn_jax import losses, models, train
+from mtcnn_jax.data import store
+from mtcnn_jax.settings import OptimizerSettings, TrainSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _opt(**kw):
-    c = ml_collections.ConfigDict(
-        dict(name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4, schedule="step",
-             warmup_steps=0, decay_at=(0.5, 0.75), decay_factor=0.1, clip_grad_norm=0.0)
-    )
-    c.update(kw)
-    return c
+    c = OptimizerSettings(name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4, schedule="step",
+                          warmup_steps=0, decay_at=(0.5, 0.75), decay_factor=0.1, clip_grad_norm=0.0)
+    return dataclasses.replace(c, **kw)
 
 
 def test_step_schedule():
@@ -42,13 +41,13 @@ _DP_SCRIPT = textwrap.dedent(
     """
     import os
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-    import jax, numpy as np, ml_collections
+    import jax, numpy as np
     from mtcnn_jax import losses, models, train
+    from mtcnn_jax.settings import OptimizerSettings
     assert jax.device_count() == 4, jax.devices()
     jax.config.update("jax_default_matmul_precision", "highest")
-    opt = ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.1, momentum=0.9,
-        weight_decay=5e-4, schedule="constant", warmup_steps=0, decay_at=(), decay_factor=0.1,
-        clip_grad_norm=0.0))
+    opt = OptimizerSettings(name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4,
+        schedule="constant", warmup_steps=0, decay_at=(), decay_factor=0.1, clip_grad_norm=0.0)
     model = models.create("pnet", landmarks=True)
     params = jax.device_get(models.init_params("pnet", jax.random.key(0), landmarks=True))
     rng = np.random.default_rng(0)
@@ -116,104 +115,6 @@ def test_eval_metrics_hand_checked():
     assert m["landmark_error"] == pytest.approx(0.5, rel=1e-5)
 
 
-# ----------------------------------------------------------------------------- samples (P-Net windows)
-
-from mtcnn_jax.data import samples  # noqa: E402
-
-
-def test_iou_hand_worked():
-    w = np.array([0.0, 0.0, 10.0, 10.0])
-    faces = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 5, 5]], float)
-    np.testing.assert_allclose(samples.iou(w, faces), [1.0, 50 / 150, 0.0, 25 / 100])
-
-
-def test_labels_by_iou():
-    face = np.array([[100.0, 100.0, 200.0, 200.0]])  # 100 × 100
-    lab = lambda x1, y1, x2, y2: samples.label(np.array([x1, y1, x2, y2], float), face)[0]
-    # Shift right by d: IoU = (100 - d) / (100 + d).
-    assert lab(110, 100, 210, 200) == losses.POSITIVE  # 90/110 = 0.818
-    assert lab(120, 100, 220, 200) == losses.POSITIVE  # 80/120 = 0.667 > 0.65
-    assert lab(125, 100, 225, 200) == losses.PART  # 75/125 = 0.6
-    assert lab(140, 100, 240, 200) == losses.PART  # 60/140 = 0.4286
-    assert lab(150, 100, 250, 200) is None  # 50/150 = 0.333: discarded band
-    assert lab(160, 100, 260, 200) == losses.NEGATIVE  # 40/160 = 0.25
-    assert samples.label(np.array([0.0, 0, 12, 12]), np.zeros((0, 4)))[0] == losses.NEGATIVE
-
-
-def test_box_targets_hand_worked_and_round_trip():
-    window = np.array([90.0, 80.0, 130.0, 120.0])  # s = 40
-    face = np.array([100.0, 90.0, 130.0, 126.0])
-    t = samples.box_targets(window, face)
-    np.testing.assert_allclose(t, [10 / 40, 10 / 40, 0.0, 6 / 40], rtol=1e-6)
-    np.testing.assert_allclose(samples.box_to_pixels(window, t), face, atol=1e-4)
-
-
-def test_box_targets_match_the_detectors_calibration():
-    """The detector's calibration (inclusive 1-based boxes, w = x2 - x1 + 1) inverts the targets."""
-    B = pytest.importorskip("mtcnn_jax.boxes")
-    window = np.array([90.0, 80.0, 130.0, 120.0])
-    t = samples.box_targets(window, np.array([100.0, 90.0, 130.0, 126.0]))
-    incl = np.array([[91.0, 81.0, 130.0, 120.0]])  # the window's pixels 90..129 in 1-based inclusive form
-    np.testing.assert_allclose(B.calibrate(incl, t[None])[0], [101, 91, 130, 126], atol=1e-4)
-
-
-def test_landmark_targets_round_trip_and_mirror():
-    window = np.array([50.0, 60.0, 150.0, 160.0])  # s = 100
-    pts = np.array([[75, 90], [125, 91], [100, 110], [80, 130], [120, 131]], float)
-    t = samples.landmark_targets(window, pts)
-    np.testing.assert_allclose(t, [0.25, 0.75, 0.5, 0.3, 0.7, 0.3, 0.31, 0.5, 0.7, 0.71], rtol=1e-6)
-    np.testing.assert_allclose(samples.landmarks_to_pixels(window, t), pts, atol=1e-4)
-    m = samples.mirror_landmarks(t)  # left eye of the mirror = mirrored right eye
-    np.testing.assert_allclose(m, [0.25, 0.75, 0.5, 0.3, 0.7, 0.31, 0.3, 0.5, 0.71, 0.7], rtol=1e-6)
-
-
-def test_mtfl_is_one_based(tmp_path):
-    (tmp_path / "mtfl.txt").write_text("a.jpg 11 21 31 41 51 12 22 32 42 52 1 2 2 3\n")
-    (tmp_path / "cuhk.txt").write_text("a.jpg 5 60 6 70 10 11 20 21 30 31 40 41 50 51\n")
-    m = samples.read_mtfl(tmp_path / "mtfl.txt")[0]
-    c = samples.read_cuhk_list(tmp_path / "cuhk.txt")[0]
-    np.testing.assert_array_equal(m.points, c.points)
-    np.testing.assert_array_equal(c.box, [5, 6, 60, 70])
-
-
-def test_sample_file_round_trip(tmp_path):
-    rng = np.random.default_rng(0)
-    a = {"image": rng.integers(0, 256, (3, 12, 12, 3), dtype=np.uint8), "type": np.array([0, 1, 3], np.int32),
-         "box": rng.normal(size=(3, 4)).astype(np.float32), "landmarks": rng.uniform(size=(3, 10)).astype(np.float32)}
-    samples.save(tmp_path / "s.npz", a, samples.concat([a, a], 12), recipe='{"seed": 1}')
-    tr, va, recipe = samples.load(tmp_path / "s.npz")
-    assert recipe == '{"seed": 1}' and len(va["type"]) == 6
-    for k in samples.FIELDS:
-        np.testing.assert_array_equal(tr[k], a[k])
-    assert [p.name for p in tmp_path.iterdir()] == ["s.npz"]
-
-
-def test_cutting_is_deterministic_and_consistent():
-    rng_img = np.random.default_rng(0)
-    image = rng_img.integers(0, 256, (200, 300, 3), dtype=np.uint8)
-    faces = np.array([[50.0, 40.0, 110.0, 110.0], [200.0, 100.0, 240.0, 150.0], [10.0, 10.0, 15.0, 15.0]])
-    usable = np.array([True, True, False])
-    c = samples.Cutting(size=12, negatives_per_image=20, crops_per_face=30)
-    a = samples.cut_detection_samples(image, faces, usable, np.random.default_rng([3, 0, 7]), c)
-    b = samples.cut_detection_samples(image, faces, usable, np.random.default_rng([3, 0, 7]), c)
-    for k in samples.FIELDS:
-        np.testing.assert_array_equal(a[k], b[k])
-    n = samples.counts(a)
-    assert n["negative"] > 0 and n["positive"] > 0 and n["part"] > 0 and n["landmark"] == 0
-    assert a["image"].shape[1:] == (12, 12, 3)
-    # Every positive's target maps back to a face that its window overlaps by > 0.65: the
-    # window is (face - s·t) and must be square.
-    for t in a["box"][a["type"] == losses.POSITIVE]:
-        ok = False
-        for f in faces[:2]:
-            # window corners from the targets: x1 = f.x1 - s·t0, x2 = f.x2 - s·t2 with x2 - x1 = s
-            s = (f[2] - f[0]) / (1 + t[2] - t[0])
-            w = f - s * t
-            ok |= abs((w[2] - w[0]) - (w[3] - w[1])) < 1e-3 and samples.iou(w, f[None])[0] > 0.65
-        assert ok
-    assert np.all(a["box"][a["type"] == losses.NEGATIVE] == 0)
-
-
 # ----------------------------------------------------------------------------- acceptance: the real loop
 
 import json  # noqa: E402
@@ -221,6 +122,7 @@ import shutil  # noqa: E402
 import time  # noqa: E402
 
 from mtcnn_jax import config_utils  # noqa: E402
+from mtcnn_jax.data import samples  # noqa: E402
 from conftest import sigkill_when  # noqa: E402
 
 
@@ -240,11 +142,15 @@ def test_pnet_from_scratch_learns(data_dir, tmp_path):
     assert final["accuracy"] > 0.90, final
     assert final["recall"] > 0.5, final
     assert elapsed < 150, elapsed
-    # Held-out samples come from other images than the training samples.
-    train_set, val_set, _ = samples.load(tmp_path / "w" / "samples.npz")
+    # The cut samples are kept as sample stores with the settings they were cut with;
+    # held-out samples come from other images than the training samples.
+    train_set, val_set = store.read_sets(tmp_path / "w" / "samples", "pnet")
     assert len(val_set["type"]) > 1000 and len(train_set["type"]) > 2 * len(val_set["type"])
-    for f in ("samples.npz", "config.json", "metrics.jsonl"):
+    recorded = json.loads((tmp_path / "w" / "samples" / "settings.json").read_text())
+    assert recorded == {"data": TrainSettings.from_config(config).data.cut_key(), "size": 12, "seed": 0}
+    for f in ("samples/settings.json", "config.json", "metrics.jsonl"):
         assert (tmp_path / "w" / f).is_file()
+    assert json.loads((tmp_path / "w" / "config.json").read_text()) == json.loads(config.to_json())
     assert list((tmp_path / "w" / "tensorboard").glob("events.out.tfevents.*"))
     assert int(state.step) == config.total_steps
 
@@ -276,9 +182,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(data_dir, tmp_path):
     # 1000 proves it resumed there rather than starting again.
     resumed, _ = train.train_and_evaluate(config, killed, progress=False, max_steps=1000 - last)
     assert int(resumed.step) == 1000
-    # Same cut samples (deterministic, see test_cutting_is_deterministic_and_consistent): reuse them.
-    (tmp_path / "straight").mkdir()
-    shutil.copy(killed / "samples.npz", tmp_path / "straight" / "samples.npz")
+    # Same cut samples (deterministic, see tests/test_samples.py): reuse them.
+    shutil.copytree(killed / "samples", tmp_path / "straight" / "samples")
     straight, _ = train.train_and_evaluate(config, tmp_path / "straight", progress=False)
     for a, b in zip(jax.tree.leaves(jax.device_get(resumed.params)), jax.tree.leaves(jax.device_get(straight.params))):
         np.testing.assert_array_equal(a, b)
@@ -296,7 +201,7 @@ def test_authors_onet_agrees_with_our_targets(data_dir):
     config = config_utils.get(
         "configs/onet.py:runlocal", [("data.root", str(data_dir)), ("data.wider_images", "20"), ("data.landmark_faces", "100")]
     )
-    train_set, _ = samples.build(config.data, 48, 0)
+    train_set, _ = samples.build(TrainSettings.from_config(config).data, 48, 0)
     alpha = dict(config.alpha)
     step = train.make_eval_step(models.create("onet"), alpha, config.threshold)
     m = train.evaluate(step, pretrained.load_pretrained()["onet"], train_set, alpha)
@@ -392,20 +297,44 @@ def test_batches_hold_the_configured_mix_from_the_right_pools():
     assert len(idx) == 40 and np.isin(idx, small[3]).all() and len(np.unique(idx)) == 5
 
 
-def test_cut_averages_like_the_detectors_crops():
-    """Training windows are shrunk by area averaging (the detector's "antialiased" resize), not bilinear."""
-    block = np.zeros((6, 6), np.uint8)
-    block[0:3, 0:3] = 0
-    block[1, 1] = 9  # top-left 3×3 block: eight 0s and a 9 → mean 1
-    block[0:3, 3:6] = 3  # → 3
-    block[3:6, 0:3] = 9
-    block[4, 1] = 0  # eight 9s and a 0 → mean 8
-    block[3:6, 3:6] = 6  # → 6
-    image = np.zeros((8, 8, 3), np.uint8)
-    image[1:7, 1:7, 0] = block
-    window = np.array([1, 1, 7, 7])  # half-open: pixels 1..6, shrunk 3× to 2×2
-    patch = samples.cut(image, window, 2)
-    np.testing.assert_array_equal(patch[..., 0], [[1, 3], [8, 6]])
-    assert not patch[..., 1:].any()
-    # bilinear (the old method) samples each block's centre pixel instead: 9, 3, 0, 6
-    np.testing.assert_array_equal(samples.cut(image, window, 2, "bilinear")[..., 0], [[9, 3], [0, 6]])
+def test_workdir_keeps_its_cut_samples_and_cuts_again_when_the_settings_change(tmp_path, monkeypatch):
+    """train.cut_samples: the samples go to workdir/samples as stores, in the order cut; the same
+    settings read them back; other cut settings (not the number of workers) cut them again."""
+    made = []
+
+    def fake_build(data, size, seed, skipped=None, progress=True):
+        made.append((data.negatives_per_image, size, seed))
+        rng = np.random.default_rng([data.negatives_per_image, seed])
+
+        def part(n):
+            return {"image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+                    "type": rng.integers(0, 4, n).astype(np.int32),
+                    "box": rng.normal(size=(n, 4)).astype(np.float32),
+                    "landmarks": rng.uniform(size=(n, 10)).astype(np.float32)}
+
+        return part(40), part(9)
+
+    def with_data(settings, **changes):
+        return dataclasses.replace(settings, data=dataclasses.replace(settings.data, **changes))
+
+    monkeypatch.setattr(samples, "build", fake_build)
+    settings = TrainSettings.from_config(config_utils.base_config())
+    first = train.cut_samples(settings, tmp_path)
+    assert made == [(50, 12, 0)]
+    expect = fake_build(settings.data, 12, 0)  # what the first cut gave, in its order
+    made.pop()
+    again = train.cut_samples(settings, tmp_path)
+    fewer_workers = train.cut_samples(with_data(settings, workers=1), tmp_path)
+    assert made == [(50, 12, 0)]
+    for got in (first, again, fewer_workers):
+        for a, b in zip(expect, got):
+            for f in samples.FIELDS:
+                np.testing.assert_array_equal(a[f], b[f])
+    other = with_data(settings, negatives_per_image=7)
+    recut = train.cut_samples(other, tmp_path)
+    assert made == [(50, 12, 0), (7, 12, 0)] and len(recut[1]["type"]) == 9
+    assert not np.array_equal(recut[0]["image"], first[0]["image"])
+    assert json.loads((tmp_path / "samples" / "settings.json").read_text())["data"]["negatives_per_image"] == 7
+    train.cut_samples(dataclasses.replace(other, seed=3), tmp_path, write=False)  # another host: cut, not written
+    assert made[-1] == (7, 12, 3)
+    assert json.loads((tmp_path / "samples" / "settings.json").read_text())["seed"] == 0

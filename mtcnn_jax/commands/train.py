@@ -45,12 +45,13 @@ def run(args: argparse.Namespace) -> int:
 
     from mtcnn_jax import config_utils, train  # noqa: PLC0415
     from mtcnn_jax.errors import UserError  # noqa: PLC0415
+    from mtcnn_jax.settings import TrainSettings  # noqa: PLC0415
 
     if args.distributed:
         jax.distributed.initialize()
-    config = config_utils.get(args.config, args.config_overrides)
+    settings = TrainSettings.from_config(config_utils.get(args.config, args.config_overrides))
     try:
-        _, metrics = train.train_and_evaluate(config, args.workdir, init=args.init, progress=not args.no_progress)
+        _, metrics = train.train_and_evaluate(settings, args.workdir, init=args.init, progress=not args.no_progress)
     except ValueError as err:
         raise UserError(str(err).splitlines()[0]) from None
     if metrics and jax.process_index() == 0:

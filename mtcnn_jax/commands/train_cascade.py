@@ -33,7 +33,11 @@ def register(subparsers) -> None:
 
 
 def load(spec: str, overrides=()):
-    """The cascade config of ``spec`` with ``overrides`` applied, validated."""
+    """The cascade config of ``spec`` with ``overrides`` applied, validated (:func:`mtcnn_jax.recipe.validate`).
+
+    A ConfigDict: :func:`mtcnn_jax.recipe.train_cascade` writes it as the run's
+    ``config.json`` and turns it into typed settings itself.
+    """
     import ml_collections  # noqa: PLC0415
 
     from mtcnn_jax import config_utils, recipe  # noqa: PLC0415

@@ -9,12 +9,13 @@ crop it at test time: zero-padded where it leaves the image, resized to 24×24
 (R-Net) or 48×48 (O-Net).
 
 Coordinates. The detector's stage methods (:meth:`mtcnn_jax.detector.MTCNN.proposals`,
-``refine``) return the authors' **inclusive 1-based** boxes. A candidate
-``(c1, c2, c3, c4)`` (truncated to integers as the detector does before cropping)
-covers 0-based pixels ``c1 - 1 .. c3 - 1``; here it becomes the **half-open
-0-based** square window ``w = (c1 - 1, c2 - 1, c1 - 1 + s, c2 - 1 + s)`` with
-``s = max(c3 - c1 + 1, c4 - c2 + 1)`` (the detector's boxes are square up to the
-truncation), the frame of :mod:`mtcnn_jax.data.samples`. Box targets are
+``refine``) return the authors' boxes (:attr:`mtcnn_jax.boxes.BoxMode.AUTHORS`,
+inclusive 1-based). A candidate (truncated to integers as the detector does
+before cropping) converted to :attr:`~mtcnn_jax.boxes.BoxMode.HALF_OPEN` is
+``(x1, y1, x2, y2)``; here it becomes the **half-open 0-based** square window
+``w = (x1, y1, x1 + s, y1 + s)`` with ``s = max(x2 - x1, y2 - y1)`` (the
+detector's boxes are square up to the truncation), the frame of
+:mod:`mtcnn_jax.data.samples`. Box targets are
 :func:`mtcnn_jax.data.samples.box_targets` of that window, i.e. exactly what the
 detector's calibration ``x1 + dx1 · w`` (inclusive width = ``s``) inverts.
 
@@ -34,20 +35,22 @@ counted in the :class:`MiningSummary`.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
 from mtcnn_jax import boxes as bx
+from mtcnn_jax import files
 from mtcnn_jax.data import samples as sp
 from mtcnn_jax.data.wider import read_wider_gt_skipping
-from mtcnn_jax.losses import NEGATIVE, PART, POSITIVE
+from mtcnn_jax.losses import NEGATIVE, PART, POSITIVE, SAMPLE_TYPES
+from mtcnn_jax.models import INPUT_SIZE
+from mtcnn_jax.settings import MiningSettings
 
-#: Crop side of the stage the mined windows train.
-STAGE_SIZE = {"rnet": 24, "onet": 48}
-#: Seed stream per stage (distinct from samples.py's 0 = detection, 1 = landmark).
+#: The types mining labels windows with (landmark samples are cut from the landmark faces instead).
+MINED_TYPES = (NEGATIVE, POSITIVE, PART)
+#: Seed stream per stage it mines for (distinct from samples.py's 0 = detection, 1 = landmark).
 STAGE_CODE = {"rnet": 2, "onet": 3}
 DISCARD = -1
 
@@ -67,7 +70,7 @@ class MiningSummary:
 
     images: int = 0
     proposals: int = 0
-    counts: dict = dataclasses.field(default_factory=lambda: {"negative": 0, "positive": 0, "part": 0})
+    counts: dict = dataclasses.field(default_factory=lambda: {SAMPLE_TYPES[t]: 0 for t in MINED_TYPES})
     negatives_dropped: int = 0  # negatives over the per-image cap
     random_windows: int = 0  # optional random windows added (random_crops_per_face)
     skipped_images: list = dataclasses.field(default_factory=list)  # "path (gt:line): reason"
@@ -84,12 +87,12 @@ class MiningSummary:
 
 
 def windows_from_candidates(cand: np.ndarray) -> np.ndarray:
-    """Detector candidates float[N, ≥4] (inclusive 1-based) → half-open 0-based square windows float64[N, 4]."""
+    """Detector candidates float[N, ≥4] (the authors' boxes) → half-open 0-based square windows float64[N, 4]."""
     c = np.asarray(cand, np.float64)
     c = np.fix(c.reshape(-1, c.shape[-1])[:, :4]) if c.size else np.zeros((0, 4))
-    side = np.maximum(c[:, 2] - c[:, 0] + 1, c[:, 3] - c[:, 1] + 1)
-    x1, y1 = c[:, 0] - 1, c[:, 1] - 1
-    return np.stack([x1, y1, x1 + side, y1 + side], axis=1)
+    h = bx.convert(c, bx.BoxMode.AUTHORS, bx.BoxMode.HALF_OPEN)
+    side = np.maximum(h[:, 2] - h[:, 0], h[:, 3] - h[:, 1])
+    return np.stack([h[:, 0], h[:, 1], h[:, 0] + side, h[:, 1] + side], axis=1)
 
 
 def label_windows(windows: np.ndarray, faces: np.ndarray, thresholds: Thresholds = Thresholds()):
@@ -130,8 +133,8 @@ def mine_image(
 ) -> dict:
     """Samples (the :mod:`mtcnn_jax.data.samples` layout, ``size × size`` crops) from one image's candidates.
 
-    image: uint8[H, W, 3]; cand: the detector's float[N, ≥4] inclusive 1-based
-    boxes; faces: float[M, 4] half-open gt boxes (all of them, for labelling);
+    image: uint8[H, W, 3]; cand: the detector's float[N, ≥4] boxes (the authors'
+    convention); faces: float[M, 4] half-open gt boxes (all of them, for labelling);
     usable: bool[M], faces a positive / part window may regress to.
     """
     windows = windows_from_candidates(cand)
@@ -151,8 +154,7 @@ def mine_image(
         summary.proposals += len(windows)
     if len(keep) == 0:
         return sp._empty(size)
-    w = windows[keep]
-    inclusive = np.stack([w[:, 0], w[:, 1], w[:, 2] - 1, w[:, 3] - 1], axis=1).astype(np.int64)
+    inclusive = bx.convert(windows[keep], bx.BoxMode.HALF_OPEN, bx.BoxMode.INCLUSIVE).astype(np.int64)
     crops = bx.crop_and_resize(image, inclusive, size, resize)
     t = types[keep]
     box = np.zeros((len(keep), 4), np.float32)
@@ -161,8 +163,8 @@ def mine_image(
             box[r] = sp.box_targets(windows[k], faces[best[k]])
     out = {"image": crops, "type": t.astype(np.int32), "box": box, "landmarks": np.zeros((len(keep), 10), np.float32)}
     if summary is not None:
-        for code, name in ((NEGATIVE, "negative"), (POSITIVE, "positive"), (PART, "part")):
-            summary.counts[name] += int(np.sum(t == code))
+        for code in MINED_TYPES:
+            summary.counts[SAMPLE_TYPES[code]] += int(np.sum(t == code))
     return out
 
 
@@ -176,10 +178,7 @@ def read_gt(gt_file, summary: Optional[MiningSummary] = None):
     """
     lines: list = []
     records, line_of = read_wider_gt_skipping(Path(gt_file), lines)
-    for msg in lines:
-        print(f"skipped: {msg}", file=sys.stderr)
-        if summary is not None:
-            summary.skipped_lines.append(msg)
+    files.report_skipped(lines, None if summary is None else summary.skipped_lines)
     return records, line_of
 
 
@@ -190,19 +189,22 @@ def find_gt(wider_dir) -> Path:
     return _find(wider_dir)
 
 
-def recipe_pyramid(config) -> str:
-    """A mining or evaluation config's ``pyramid``; "original" (each level from the image) where it has none.
+def recipe_pyramid(settings) -> str:
+    """The ``pyramid`` of mining or evaluation settings; "original" (each level from the image) where it has none.
 
-    The recipe keeps the authors' pyramid so that its measured numbers stay
-    reproducible; configs written before the setting existed mean the same.
+    The recipe keeps the authors' pyramid so that its results stay reproducible;
+    settings made before the setting existed mean the same
+    (:class:`mtcnn_jax.settings.MiningSettings` defaults to it).
     """
-    return getattr(config, "pyramid", "original")
+    return getattr(settings, "pyramid", "original")
 
 
-def make_detector(params: Mapping[str, dict], stage: str, mining_config):
+def make_detector(params: Mapping[str, dict], stage: str, mining: MiningSettings):
     """A :class:`mtcnn_jax.detector.MTCNN` running the stages before ``stage`` with ``params``.
 
-    Stages ``params`` lacks (and the ones mining does not run) take the authors' weights.
+    Stages ``params`` lacks (and the ones mining does not run) take the authors'
+    weights. Detector settings from ``mining`` (``min_face_size``, ``factor``,
+    ``pnet_threshold``, ``rnet_threshold``, ``resize``, ``pyramid``).
     """
     from mtcnn_jax.detector import MTCNN  # noqa: PLC0415
     from mtcnn_jax.pretrained import load_pretrained  # noqa: PLC0415
@@ -212,7 +214,7 @@ def make_detector(params: Mapping[str, dict], stage: str, mining_config):
         authors = load_pretrained()
         for s in ("pnet", "rnet", "onet"):
             weights.setdefault(s, authors[s])
-    m = mining_config
+    m = mining
     return MTCNN(
         min_face_size=m.min_face_size,
         factor=m.factor,
@@ -230,7 +232,7 @@ def mine(
     records: Sequence,
     indices: Sequence[int],
     seed: int,
-    mining_config,
+    mining: MiningSettings,
     min_face: int = 20,
     line_of: Optional[Mapping[str, int]] = None,
     gt_file: str = "gt",
@@ -241,14 +243,14 @@ def mine(
     """Mined samples of ``stage`` ("rnet" or "onet") from the WIDER images ``records[indices]``.
 
     ``detector``: :func:`make_detector`'s; R-Net samples come from its
-    ``proposals``, O-Net samples from ``refine(proposals)``. ``mining_config``:
+    ``proposals``, O-Net samples from ``refine(proposals)``. ``mining``:
     ``negative_iou``, ``part_iou``, ``positive_iou``, ``negatives_per_image``,
-    ``resize`` and optionally ``random_crops_per_face`` (> 0 adds, per image with
-    a usable face, that many random windows around each usable face, one next to
-    it and that many anywhere, labelled as :mod:`mtcnn_jax.data.samples` does: a
-    top-up for small sets or weak earlier stages whose proposals hold few
-    positives, or none at all; not in the paper). Unreadable
-    images are reported, skipped and counted in ``summary``.
+    ``resize`` and ``random_crops_per_face`` (> 0 adds, per image with a usable
+    face, that many random windows around each usable face, one next to it and
+    that many anywhere, labelled as :mod:`mtcnn_jax.data.samples` does: a top-up
+    for small sets or weak earlier stages whose proposals hold few positives, or
+    none at all; not in the paper). Unreadable images are reported, skipped and
+    counted in ``summary``.
 
     ``proposal_cache``: a dict ``{image path in the gt file: P-Net proposals}``;
     an image found in it skips P-Net, one missing is run and added. R-Net mining
@@ -259,11 +261,11 @@ def mine(
 
     from mtcnn_jax.images import load_image  # noqa: PLC0415
 
-    if stage not in STAGE_SIZE:
+    if stage not in STAGE_CODE:
         raise ValueError(f"mining makes samples for rnet or onet, not {stage!r}")
-    size = STAGE_SIZE[stage]
+    size = INPUT_SIZE[stage]
     summary = summary if summary is not None else MiningSummary()
-    m = mining_config
+    m = mining
     th = Thresholds(m.negative_iou, m.part_iou, m.positive_iou)
     line_of = line_of or {}
     parts = []
@@ -275,8 +277,7 @@ def mine(
         except Exception as err:  # noqa: BLE001 (any undecodable image is skipped)
             where = f"{gt_file}:{line_of[r.path]}" if r.path in line_of else gt_file
             msg = f"{path} ({where}): {str(err).splitlines()[0] if str(err) else type(err).__name__}"
-            print(f"skipped: {msg}", file=sys.stderr)
-            summary.skipped_images.append(msg)
+            files.report_skipped([msg], summary.skipped_images)
             continue
         if proposal_cache is not None and r.path in proposal_cache:
             cand = proposal_cache[r.path]
@@ -292,7 +293,7 @@ def mine(
         rng = np.random.default_rng([seed, STAGE_CODE[stage], int(i)])
         parts.append(mine_image(image, cand, faces, usable, size, rng, int(m.negatives_per_image), th, m.resize,
                                 summary))
-        extra = int(getattr(m, "random_crops_per_face", 0))
+        extra = int(m.random_crops_per_face)
         if extra and usable.any():  # optional top-up: random windows around the faces (samples.py's recipe)
             cut = sp.Cutting(size=size, negatives_per_image=extra, negatives_per_face=1, crops_per_face=extra,
                              min_face=min_face, mirror=False, resize=m.resize)

@@ -41,14 +41,21 @@ any number of processes (:func:`run_tasks`, ``config.data.workers``) and the
 sets, put back in image order, are the same arrays.
 
 Landmark faces come from a list in the CUHK, MTFL or CelebA format
-(:mod:`mtcnn_jax.data.landmarks`, chosen by ``config.data.landmark_format``).
+(:mod:`mtcnn_jax.data.landmarks`, chosen by ``data.landmark_format``).
 A malformed list line is reported as ``file:line: reason`` and an unreadable
 image as ``image path (list file:line): reason``; :func:`build` skips and
 reports both when asked to (its ``skipped`` argument).
 
-A sample set is a dict of NumPy arrays (the batch layout of :mod:`mtcnn_jax.train`):
+The cutting settings come as a :class:`mtcnn_jax.settings.DataSettings` (a
+config's ``data`` group). A sample set is a dict of NumPy arrays (the batch
+layout of :mod:`mtcnn_jax.train`, the fields of :data:`mtcnn_jax.data.store.FIELDS`):
 ``image`` uint8[N, size, size, 3] RGB, ``type`` int32[N] (:mod:`mtcnn_jax.losses`
 codes), ``box`` float32[N, 4], ``landmarks`` float32[N, 10] (zeros where unused).
+On disk, sample sets are sample stores (:mod:`mtcnn_jax.data.store`).
+
+This module is over 500 lines because cutting has one home: the labelling and
+target geometry, the two window recipes, and the parallel run that must give
+the serial run's arrays exactly.
 """
 
 from __future__ import annotations
@@ -56,24 +63,26 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
 
 import cv2
 import numpy as np
 
 from mtcnn_jax import boxes as boxes_lib
-from mtcnn_jax import models
+from mtcnn_jax import files, models
 from mtcnn_jax.data import landmarks as landmarks_lib
+from mtcnn_jax.data.store import FIELDS, allocate, counts  # noqa: F401 (counts: part of this module's API)
 from mtcnn_jax.data.wider import find_gt as find_wider_gt
 from mtcnn_jax.data.wider import read_wider_gt, read_wider_gt_skipping
 from mtcnn_jax.errors import UserError
 from mtcnn_jax.losses import LANDMARK, NEGATIVE, PART, POSITIVE
 
+if TYPE_CHECKING:
+    from mtcnn_jax.settings import DataSettings
+
 NEGATIVE_IOU = 0.3
 PART_IOU = 0.4
 POSITIVE_IOU = 0.65
-FIELDS = ("image", "type", "box", "landmarks")
-#: Mirror permutation of the five points: left eye ↔ right eye, left ↔ right mouth corner.
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -170,12 +179,7 @@ class Cutting(NamedTuple):
 
 
 def _empty(size: int) -> dict:
-    return {
-        "image": np.zeros((0, size, size, 3), np.uint8),
-        "type": np.zeros((0,), np.int32),
-        "box": np.zeros((0, 4), np.float32),
-        "landmarks": np.zeros((0, 10), np.float32),
-    }
+    return allocate(0, size)
 
 
 def _stack(rows: list, size: int) -> dict:
@@ -302,20 +306,20 @@ def load_rgb(path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def landmark_faces(data_config, skipped: Optional[list] = None) -> list[LandmarkFace]:
-    """The first ``data_config.landmark_faces`` faces of ``root / landmarks / landmark_list``.
+def landmark_faces(data: "DataSettings", skipped: Optional[list] = None) -> list[LandmarkFace]:
+    """The first ``data.landmark_faces`` faces of ``data.root / data.landmarks / data.landmark_list``.
 
-    Read in ``data_config.landmark_format`` ("cuhk" when absent; "celeba" takes the
-    folder of both lists, see :mod:`mtcnn_jax.data.landmarks`). ``skipped``: when a
-    list, malformed lines are reported there (``"file:line: reason"``) and skipped;
-    when None the first one raises. Faces must carry a box (windows are cut around
-    it): a format without one (MTFL, aligned CelebA) is a :class:`UserError`.
+    Read in ``data.landmark_format`` ("celeba" takes the folder of both lists, see
+    :mod:`mtcnn_jax.data.landmarks`). ``skipped``: when a list, malformed lines
+    are reported there (``"file:line: reason"``) and skipped; when None the first
+    one raises. Faces must carry a box (windows are cut around it): a format
+    without one (MTFL, aligned CelebA) is a :class:`UserError`.
     """
-    root = Path(os.path.expanduser(data_config.root))
-    fmt = data_config.get("landmark_format", "cuhk")
-    path = root / data_config.landmarks / data_config.landmark_list
+    root = Path(os.path.expanduser(data.root))
+    fmt = data.landmark_format
+    path = root / data.landmarks / data.landmark_list
     faces = landmarks_lib.read_landmark_list(path, fmt, strict=skipped is None, skipped=skipped)
-    faces = faces[: data_config.landmark_faces]
+    faces = faces[: data.landmark_faces]
     if any(f.box is None for f in faces):
         raise UserError(f"{path}: the {fmt!r} list has no face boxes, which landmark windows are cut around "
                         "(use a list with boxes, e.g. the CUHK list of the same images)")
@@ -496,16 +500,23 @@ def landmark_samples(landmark_dir, faces: Sequence[LandmarkFace], indices, seed:
     return _collect(run_tasks(tasks, workers, progress, f"cut landmarks {c.size}×{c.size}"), c.size, skipped)
 
 
-def build(data_config, size: int, seed: int, skipped: Optional[dict] = None,
+def cutting(data: "DataSettings", size: int) -> Cutting:
+    """The :class:`Cutting` of ``data`` for windows of side ``size``."""
+    return Cutting(size=size, negatives_per_image=data.negatives_per_image, negatives_per_face=data.negatives_per_face,
+                   crops_per_face=data.crops_per_face, crops_per_landmark_face=data.crops_per_landmark_face,
+                   min_face=data.min_face, mirror=data.mirror)
+
+
+def build(data: "DataSettings", size: int, seed: int, skipped: Optional[dict] = None,
           progress: bool = True) -> tuple[dict, dict]:
-    """Train and held-out sample sets from ``config.data`` (see configs/pnet.py).
+    """Train and held-out sample sets cut as ``data`` says (a config's ``data`` group, see configs/pnet.py).
 
     Uses the first ``wider_images`` images of the WIDER gt file and the first
     ``landmark_faces`` faces of the landmark list (``landmark_list`` in
     ``landmark_format``: :func:`landmark_faces`); every ``val_every``-th image /
     face goes to the held-out set (so held-out samples come from other images).
-    Images are cut over ``data_config.workers`` processes (0 = every core) with
-    a progress bar on a terminal (``progress``); the sets do not depend on the
+    Images are cut over ``data.workers`` processes (0 = every core) with a
+    progress bar on a terminal (``progress``); the sets do not depend on the
     number of workers.
 
     ``skipped``: when a dict, malformed gt / landmark lines (``"file:line:
@@ -513,40 +524,31 @@ def build(data_config, size: int, seed: int, skipped: Optional[dict] = None,
     skipped instead of raising, and reported in its lists ``"lines"`` and
     ``"images"`` (also printed on stderr).
     """
-    root = Path(os.path.expanduser(data_config.root))
-    wider_dir = root / data_config.wider
-    lm_dir = root / data_config.landmarks
+    root = Path(os.path.expanduser(data.root))
+    wider_dir = root / data.wider
+    lm_dir = root / data.landmarks
     if not wider_dir.is_dir():
         raise UserError(f"training data not found: {wider_dir} (set config.data.root or MTCNN_JAX_DATA)")
     gt = find_wider_gt(wider_dir)  # the shared layout or the official WIDER_train + wider_face_split
-    lm_list = lm_dir / data_config.landmark_list
+    lm_list = lm_dir / data.landmark_list
     for p in (gt, lm_list):
         if not p.exists():
             raise UserError(f"training data not found: {p} (set config.data.root or MTCNN_JAX_DATA)")
-    c = Cutting(
-        size=size,
-        negatives_per_image=data_config.negatives_per_image,
-        negatives_per_face=data_config.negatives_per_face,
-        crops_per_face=data_config.crops_per_face,
-        crops_per_landmark_face=data_config.crops_per_landmark_face,
-        min_face=data_config.min_face,
-        mirror=data_config.mirror,
-    )
+    c = cutting(data, size)
     line_of = None
     if skipped is None:
-        records = read_wider_gt(gt)[: data_config.wider_images]
-        faces = landmark_faces(data_config)
+        records = read_wider_gt(gt)[: data.wider_images]
+        faces = landmark_faces(data)
     else:
         skipped.setdefault("lines", [])
         skipped.setdefault("images", [])
         n_lines = len(skipped["lines"])
         records, line_of = read_wider_gt_skipping(gt, skipped["lines"])
-        records = records[: data_config.wider_images]
-        faces = landmark_faces(data_config, skipped["lines"])
-        for msg in skipped["lines"][n_lines:]:
-            print(f"skipped: {msg}", file=sys.stderr)
-    wtr, wva = split(len(records), data_config.val_every)
-    ltr, lva = split(len(faces), data_config.val_every)
+        records = records[: data.wider_images]
+        faces = landmark_faces(data, skipped["lines"])
+        files.report_skipped(skipped["lines"][n_lines:])
+    wtr, wva = split(len(records), data.val_every)
+    ltr, lva = split(len(faces), data.val_every)
     # One pool for the four groups (train / held-out × WIDER / landmark faces), in the
     # order the serial version cut them.
     groups = [
@@ -555,8 +557,7 @@ def build(data_config, size: int, seed: int, skipped: Optional[dict] = None,
         _detection_tasks(wider_dir, records, wva, seed, c, line_of, str(gt)),
         _landmark_tasks(lm_dir, faces, lva, seed, c),
     ]
-    results = run_tasks([t for g in groups for t in g], data_config.get("workers", 0), progress,
-                        f"cut {size}×{size}")
+    results = run_tasks([t for g in groups for t in g], data.workers, progress, f"cut {size}×{size}")
     bad = None if skipped is None else skipped["images"]
     n_bad = 0 if bad is None else len(bad)
     sets, k = [], 0
@@ -564,33 +565,6 @@ def build(data_config, size: int, seed: int, skipped: Optional[dict] = None,
         sets.append(_collect(results[k : k + len(g)], size, bad))
         k += len(g)
     if bad is not None:
-        for msg in bad[n_bad:]:
-            print(f"skipped: {msg}", file=sys.stderr)
+        files.report_skipped(bad[n_bad:])
     return concat(sets[:2], size), concat(sets[2:], size)
 
-
-def counts(samples: dict) -> dict:
-    """Number of samples of each type: ``{"negative": …, "positive": …, "part": …, "landmark": …}``."""
-    t = np.asarray(samples["type"])
-    return {name: int(np.sum(t == code)) for code, name in enumerate(("negative", "positive", "part", "landmark"))}
-
-
-def save(path, train: dict, val: dict, recipe: str = "") -> None:
-    """Write both sets and a ``recipe`` string (what they were cut with) to one ``.npz``,
-    atomically (temporary file, then rename); no pickle."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(
-        tmp,
-        recipe=np.array(recipe),
-        **{f"train_{k}": v for k, v in train.items()},
-        **{f"val_{k}": v for k, v in val.items()},
-    )
-    os.replace(tmp, path)
-
-
-def load(path) -> tuple[dict, dict, str]:
-    """``(train, val, recipe)`` as written by :func:`save`."""
-    with np.load(path, allow_pickle=False) as z:
-        recipe = str(z["recipe"]) if "recipe" in z.files else ""
-        return ({k: z[f"train_{k}"] for k in FIELDS}, {k: z[f"val_{k}"] for k in FIELDS}, recipe)

@@ -1,47 +1,77 @@
 """The sample store: training samples of one stage as a TFDS dataset in array_record format.
 
-Samples are written once (by the sample generation or the hard-sample mining) and
+Every on-disk set of training samples has this one format: the windows cut from
+annotated images (:mod:`mtcnn_jax.data.samples`), written by ``mtcnn-jax train``
+into its workdir and by the cascade into ``pnet_samples/``, and the windows mined
+for R-Net and O-Net (:mod:`mtcnn_jax.data.mining`). Samples are written once and
 then read at random by the train loop. TFDS's ``array_record`` format gives
 random access by index and needs no TensorFlow, neither to write nor to read
 (every feature is a raw ``Tensor``, so nothing is image-encoded through TF).
 
 One example::
 
-    image      uint8[S, S, 3]   the crop, RGB, S = 12 (P-Net), 24 (R-Net), 48 (O-Net)
-    type       int32            0 negative, 1 positive, 2 part, 3 landmark (mtcnn_jax.losses)
+    image      uint8[S, S, 3]   the crop, RGB, S = models.INPUT_SIZE[stage] (12 / 24 / 48)
+    type       int32            the sample type, a mtcnn_jax.losses code (NEGATIVE .. LANDMARK)
     box        float32[4]       regression target (dx1, dy1, dx2, dy2) in units of the crop size
     landmarks  float32[10]      x1..x5, y1..y5 relative to the crop (0 = left/top edge, 1 = right/bottom)
 
 Layout on disk: ``<data_dir>/mtcnn_samples/<stage>/1.0.0/`` (TFDS's own). TFDS
 writes into a temporary folder and renames it when complete, so an interrupted
 write leaves nothing that looks finished, and a store that exists is reused
-(:func:`write_store` returns at once): generation is resumable per stage.
+(:func:`write_store` returns at once): generation is resumable per stage. A
+*pair* of stores, ``<folder>/train`` and ``<folder>/val``, is what a stage trains
+and evaluates on (:func:`write_sets`, :func:`read_sets`); :func:`cached_sets`
+keeps such a pair with the settings it was made with, and :func:`link_sets`
+copies one by hard links.
 
-Example order inside the files is TFDS's (it shuffles by key when writing); the
-train loop draws its own random indices (:func:`mtcnn_jax.train.sample_batch`:
-the stage's type mix, deterministic for (seed, step)) and reads them with
+Example order: TFDS shuffles by key when writing, unless the store is written
+``ordered`` (then the examples stay in the order given, which is what lets
+``mtcnn-jax train`` read back exactly the arrays it cut). The train loop draws
+its own random indices either way (:func:`mtcnn_jax.train.sample_batch`: the
+stage's type mix, deterministic for (seed, step)) and reads them with
 :meth:`SampleStore.get` or, prefetched by threads, :meth:`SampleStore.batches`.
 
-Reading speed (``benchmarks/store_throughput.py``, which prints these against the
-P-Net train step in one run): records are read with the array_record reader
-directly, set for random access, and decoded by slicing a batch's records as
-one byte array (:func:`decode_records`) instead of parsing each through
-protobuf and TFDS's feature decoding; the cascade itself loads its stores into
-memory (:meth:`SampleStore.load`) and trains from there.
+Reading: records are read with the array_record reader directly, set for random
+access, and decoded by slicing a batch's records as one byte array
+(:func:`decode_records`) instead of parsing each through protobuf and TFDS's
+feature decoding; training loads a stage's stores into memory
+(:meth:`SampleStore.load`) and draws from there. ``benchmarks/store_throughput.py``
+measures both paths against the P-Net train step (``benchmarks/README.md``).
+
+This module is over 500 lines because the format has one home: the writer, the
+fast reader (which must agree byte for byte with what the writer produces) and
+the train / val pairs built on them.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import os
+import shutil
 import threading
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-#: Crop side per stage.
-STAGE_SIZE = {"pnet": 12, "rnet": 24, "onet": 48}
+from mtcnn_jax import files
+from mtcnn_jax.errors import UserError
+from mtcnn_jax.losses import SAMPLE_TYPES
+from mtcnn_jax.models import INPUT_SIZE
+
+#: The fields of every example, in this order (the layout of a sample set in memory too).
 FIELDS = ("image", "type", "box", "landmarks")
+
+
+def allocate(n: int, size: int) -> Dict[str, np.ndarray]:
+    """An uninitialised sample set of ``n`` examples of side ``size`` (``n = 0``: the empty set)."""
+    return {
+        "image": np.empty((n, size, size, 3), np.uint8),
+        "type": np.empty(n, np.int32),
+        "box": np.empty((n, 4), np.float32),
+        "landmarks": np.empty((n, 10), np.float32),
+    }
 
 
 @functools.lru_cache(maxsize=None)
@@ -55,20 +85,22 @@ def _builder_class():
 
         VERSION = tfds.core.Version("1.0.0")
         RELEASE_NOTES = {"1.0.0": "Crops with type, box and landmark targets."}
-        BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=stage) for stage in STAGE_SIZE]
+        BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=stage) for stage in INPUT_SIZE]
 
-        def __init__(self, *, examples: Optional[Iterable[Mapping]] = None, **kwargs):
+        def __init__(self, *, examples: Optional[Iterable[Mapping]] = None, ordered: bool = False, **kwargs):
             self._examples = examples
+            self._ordered = ordered
             super().__init__(file_format="array_record", **kwargs)
 
         def _info(self):
-            size = STAGE_SIZE[self.builder_config.name]
+            size = INPUT_SIZE[self.builder_config.name]
             return tfds.core.DatasetInfo(
                 builder=self,
                 description="MTCNN training samples (mtcnn_jax.data.store)",
+                disable_shuffling=self._ordered,  # keys are 0, 1, ...: the order given
                 features=tfds.features.FeaturesDict(
                     {
-                        # raw bytes, not one int64 per pixel: 25× smaller, and parsed with one frombuffer
+                        # raw bytes, not one int64 per pixel: far smaller, and parsed with one frombuffer
                         "image": tfds.features.Tensor(
                             shape=(size, size, 3), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES
                         ),
@@ -78,6 +110,13 @@ def _builder_class():
                     }
                 ),
             )
+
+        # Nothing is downloaded: TFDS's "Downloading and preparing dataset" lines on stdout would only mislead.
+        def _log_download_bytes(self):
+            pass
+
+        def _log_download_done(self):
+            pass
 
         def _split_generators(self, dl_manager):
             if self._examples is None:
@@ -91,10 +130,10 @@ def _builder_class():
     return MtcnnSamples
 
 
-def _builder(data_dir: Path, stage: str, examples=None):
-    if stage not in STAGE_SIZE:
-        raise ValueError(f"unknown stage {stage!r} (expected one of {', '.join(STAGE_SIZE)})")
-    return _builder_class()(examples=examples, data_dir=str(data_dir), config=stage)
+def _builder(data_dir: Path, stage: str, examples=None, ordered: bool = False):
+    if stage not in INPUT_SIZE:
+        raise ValueError(f"unknown stage {stage!r} (expected one of {', '.join(INPUT_SIZE)})")
+    return _builder_class()(examples=examples, ordered=ordered, data_dir=str(data_dir), config=stage)
 
 
 def store_exists(data_dir, stage: str) -> bool:
@@ -102,18 +141,19 @@ def store_exists(data_dir, stage: str) -> bool:
     return (Path(data_dir) / "mtcnn_samples" / stage / "1.0.0" / "dataset_info.json").is_file()
 
 
-def write_store(examples: Iterable[Mapping], data_dir, stage: str) -> "SampleStore":
+def write_store(examples: Iterable[Mapping], data_dir, stage: str, ordered: bool = False) -> "SampleStore":
     """Write ``examples`` (dicts with the fields of the module docstring) as ``stage``'s store.
 
-    A complete store already under ``data_dir`` is kept as it is (the examples are
-    not consumed). Returns the store opened for reading.
+    ``ordered``: keep the examples in the order given (else TFDS shuffles them by
+    key). A complete store already under ``data_dir`` is kept as it is (the
+    examples are not consumed). Returns the store opened for reading.
     """
     data_dir = Path(data_dir)
     if not store_exists(data_dir, stage):
         import tensorflow_datasets as tfds
 
         data_dir.mkdir(parents=True, exist_ok=True)
-        _builder(data_dir, stage, examples).download_and_prepare(
+        _builder(data_dir, stage, examples, ordered).download_and_prepare(
             download_config=tfds.download.DownloadConfig(verify_ssl=False)
         )
     return SampleStore(data_dir, stage)
@@ -248,12 +288,7 @@ def decode_records(records: Sequence[bytes], size: int, layout: Optional[_Layout
     ``uint8[B, L]`` array; the others one by one with protobuf.
     """
     n = len(records)
-    out = {
-        "image": np.empty((n, size, size, 3), np.uint8),
-        "type": np.empty(n, np.int32),
-        "box": np.empty((n, 4), np.float32),
-        "landmarks": np.empty((n, 10), np.float32),
-    }
+    out = allocate(n, size)
     fast = np.zeros(n, bool)
     if layout is not None and n:
         lengths = np.fromiter(map(len, records), np.int64, n)
@@ -288,8 +323,7 @@ class SampleStore:
     Reads go to the array_record files: one ``ArrayRecordReader`` per shard,
     opened for random access (the reader's own advice: no readahead, no reader
     threads; a file buffer of a few KiB, not 32 KiB, since each record is one
-    small zstd chunk: 1.4× the random-read rate on a P-Net store), and the
-    records decoded with :func:`decode_records`. Parallelism comes from the
+    small zstd chunk), and the records decoded with :func:`decode_records`. Parallelism comes from the
     threads of :meth:`batches`. :meth:`load` copies the whole store into memory
     once (``len × (3·S² + 60)`` bytes: 0.5 GB for a million P-Net samples), after
     which :meth:`get` is a NumPy gather.
@@ -303,7 +337,7 @@ class SampleStore:
         if not store_exists(data_dir, stage):
             raise FileNotFoundError(f"{Path(data_dir)}: no complete {stage} sample store")
         self.stage = stage
-        self.size = STAGE_SIZE[stage]
+        self.size = INPUT_SIZE[stage]
         builder = _builder(Path(data_dir), stage)
         self._source = builder.as_data_source()["train"]  # TFDS's own decoding (reference, slow)
         # (file, first record in it, record count) per shard, from TFDS's split metadata
@@ -367,8 +401,8 @@ class SampleStore:
     def _scan(self, chunk: int) -> Iterator[list]:
         """Every serialized example in store order, as lists of at most ``chunk``.
 
-        Sequential reads through a reader of its own with readahead (1.5× the
-        rate of the random-access reader on a whole P-Net store), closed at the end.
+        Sequential reads through a reader of its own with readahead (faster than
+        the random-access reader for a whole store), closed at the end.
         """
         from array_record.python import array_record_module  # noqa: PLC0415
 
@@ -409,7 +443,7 @@ class SampleStore:
     def index_by_type(self) -> Dict[int, np.ndarray]:
         """``{type code: int64[M] indices}`` for drawing batches of a fixed composition."""
         t = self.types
-        return {code: np.flatnonzero(t == code) for code in range(4)}
+        return {code: np.flatnonzero(t == code) for code in range(len(SAMPLE_TYPES))}
 
     def get(self, indices: Sequence[int]) -> Dict[str, np.ndarray]:
         """The examples at ``indices`` (int[B], repeats allowed), stacked in that order:
@@ -467,3 +501,123 @@ class SampleStore:
             for f in pending:
                 f.cancel()
             pool.shutdown(wait=True)
+
+
+# ----------------------------------------------------------------------------- train / val pairs
+
+#: The two stores of a stage's samples inside their folder.
+SPLITS = ("train", "val")
+#: Beside a pair kept by :func:`cached_sets`: the settings it was made with (JSON).
+SETTINGS_FILE = "settings.json"
+
+
+def counts(samples: Mapping[str, np.ndarray]) -> Dict[str, int]:
+    """Number of samples of each type, by name: ``{"negative": …, "positive": …, "part": …, "landmark": …}``.
+
+    ``samples`` needs only its ``type`` array.
+    """
+    t = np.asarray(samples["type"])
+    return {name: int(np.sum(t == code)) for code, name in enumerate(SAMPLE_TYPES)}
+
+
+def _quiet_tfds() -> None:
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    tfds.disable_progress_bar()
+
+
+def sets_exist(folder, stage: str) -> bool:
+    """Whether both stores of ``folder`` (``train/``, ``val/``) are complete."""
+    return all(store_exists(Path(folder) / split, stage) for split in SPLITS)
+
+
+def write_sets(folder, stage: str, make: Callable[[str], Mapping[str, np.ndarray]], ordered: bool = False) -> dict:
+    """Write ``make("train")`` and ``make("val")`` (sample sets) as the stores ``folder/train`` and ``folder/val``.
+
+    A split whose store is already complete is not made again; an empty set is a
+    :class:`UserError`. ``ordered``: as :func:`write_store`. Returns
+    ``{"train": counts, "val": counts}`` (:func:`counts`).
+    """
+    folder = Path(folder)
+    _quiet_tfds()
+    out = {}
+    for split in SPLITS:
+        if not store_exists(folder / split, stage):
+            arrays = make(split)
+            if len(arrays["type"]) == 0:
+                raise UserError(f"{folder}: no {split} samples were made (see the summary above)")
+            write_store(examples_from_arrays(arrays), folder / split, stage, ordered)
+        out[split] = counts({"type": SampleStore(folder / split, stage).types})
+    return out
+
+
+def read_sets(folder, stage: str) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+    """``(train, val)`` sample sets (arrays in memory, store order) read back from :func:`write_sets`' stores."""
+    sets = []
+    for split in SPLITS:
+        s = SampleStore(Path(folder) / split, stage).load()
+        sets.append(s.get(np.arange(len(s))))
+    return sets[0], sets[1]
+
+
+def _recorded(folder: Path) -> Optional[object]:
+    try:
+        return json.loads((folder / SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def cached_sets(folder, stage: str, settings: Mapping, make: Callable[[], Tuple[Mapping, Mapping]],
+                write: bool = True) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+    """``stage``'s train and held-out sets, kept in ``folder`` with the ``settings`` they were made with.
+
+    When ``folder/settings.json`` records ``settings`` (JSON values) and both
+    stores are complete, they are read back. Otherwise ``make()`` makes
+    ``(train, val)``; with ``write`` the folder is emptied, the sets are written
+    as ordered stores (:func:`write_sets`) and ``settings`` is recorded last, so a
+    pair interrupted while being written is made again; the sets are returned as
+    read back from the stores, the arrays ``make()`` gave. Without ``write`` (the
+    other processes of a multi-host run) they are returned as made.
+    """
+    folder = Path(folder)
+    want = json.loads(json.dumps(dict(settings)))
+    if _recorded(folder) == want and sets_exist(folder, stage):
+        return read_sets(folder, stage)
+    made = make()
+    if not write:
+        return made[0], made[1]
+    if (folder / SETTINGS_FILE).exists():
+        os.unlink(folder / SETTINGS_FILE)
+    for split in SPLITS:
+        shutil.rmtree(folder / split, ignore_errors=True)
+    write_sets(folder, stage, dict(zip(SPLITS, made)).__getitem__, ordered=True)
+    files.write_json(folder / SETTINGS_FILE, want, indent=2, sort_keys=True)
+    return read_sets(folder, stage)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, dst)
+
+
+def link_sets(source, target) -> bool:
+    """Make ``target`` a copy of the :func:`cached_sets` folder ``source``, its files hard-linked.
+
+    Files are copied where a link cannot be made. The copy is made under a
+    temporary name and renamed when complete, so an interrupted one leaves no
+    folder that looks finished. Nothing is written into a linked file later
+    (stores are written into new folders and renamed; the settings file is
+    replaced), so the two folders stay independent. Returns False (and makes
+    nothing) when ``source`` holds no recorded pair or ``target`` exists.
+    """
+    source, target = Path(source), Path(target)
+    if target.exists() or source.resolve() == target.resolve() or _recorded(source) is None:
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp, copy_function=_link_or_copy)
+    os.rename(tmp, target)
+    return True
