@@ -17,7 +17,7 @@ install: $(BIN)/.installed
 
 demo: $(BIN)/.installed
 	mkdir -p $(OUT)
-	$(BIN)/mtcnn-jax detect mtcnn_jax/assets/astronaut.jpg --json $(OUT)/demo.json --annotate $(OUT)
+	$(BIN)/mtcnn-jax detect mtcnn_jax/assets/astronaut.jpg --json $(OUT)/demo.json --annotate $(OUT) --overwrite
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q

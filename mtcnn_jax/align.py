@@ -13,6 +13,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from mtcnn_jax.faces import Faces
+
 #: ArcFace/InsightFace five-point template for 112 x 112 crops, (x, y) pixels, float32[5, 2].
 ARCFACE_TEMPLATE = np.array(
     [
@@ -81,7 +83,8 @@ def align(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarr
     Args:
       image: uint8[H, W, 3] (any channel order; it is kept).
       landmarks: float[N, 5, 2] or float[5, 2], (x, y) in ``image`` pixels,
-        ordered left eye, right eye, nose, left mouth corner, right mouth corner.
+        ordered left eye, right eye, nose, left mouth corner, right mouth corner;
+        or the detector's :class:`mtcnn_jax.faces.Faces` (its landmarks are used).
       size: side of the square output crops (the template is scaled by size/112).
     Returns:
       uint8[N, size, size, 3] for float[N, 5, 2] landmarks (N may be 0), or
@@ -91,7 +94,15 @@ def align(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarr
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be uint8[H, W, 3], got {image.dtype}{list(image.shape)}")
-    points = np.asarray(landmarks, dtype=np.float64)
+    if isinstance(landmarks, Faces):  # the detector's result: align its landmarks
+        if landmarks.landmarks is None:
+            raise ValueError("these faces carry no landmarks to align (a detector without landmarks made them)")
+        landmarks = landmarks.landmarks
+    try:
+        points = np.asarray(landmarks, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"landmarks must be float[N, 5, 2] or float[5, 2] (or the detector's Faces), "
+                         f"got {type(landmarks).__name__}") from None
     single = points.shape == (5, 2)
     if single:
         points = points[None]

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+import threading
 
 from mtcnn_jax.errors import UserError
 
@@ -34,8 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM stops a command as Ctrl-C does: what is finished is kept
+
+
 def main(argv=None) -> int:
+    """Run the command line; returns the exit code.
+
+    0 success; 1 some inputs could not be used (each reported in one line); 2 bad
+    options or an input the command cannot start from (one line); 130 interrupted
+    (Ctrl-C or SIGTERM; finished results are kept); 141 the reader of stdout went
+    away (``mtcnn-jax detect ... | head``).
+    """
     args = build_parser().parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(args.func(args) or 0)
     except UserError as err:
@@ -44,6 +61,18 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("mtcnn-jax: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Nothing more can be printed; point stdout at /dev/null so that Python's
+        # final flush does not raise again.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

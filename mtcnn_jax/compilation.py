@@ -11,13 +11,16 @@ in a folder of its own:
 
 A cache directory the program set itself (``jax.config.update(
 "jax_compilation_cache_dir", ...)`` or ``$JAX_COMPILATION_CACHE_DIR``) is left as
-it is: the user's choice wins. As JAX warns, the cache is trusted code: it must
-not be writable by other users (the folder is created with mode 0700).
+it is: the user's choice wins. As JAX warns, the cache is trusted code: a folder owned by another
+user or writable by others is refused with one line on stderr and detection runs
+without the cache (the folder is created with mode 0700).
 """
 
 from __future__ import annotations
 
 import os
+import stat
+import sys
 from pathlib import Path
 from typing import Optional, Union
 
@@ -33,6 +36,23 @@ def default_cache_dir() -> Optional[Path]:
         return None if env.strip().lower() in _OFF else Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "mtcnn_jax" / "jax"
+
+
+def unsafe_reason(folder: Union[str, os.PathLike]) -> Optional[str]:
+    """Why ``folder`` is not safe to load compiled programs from, or None when it is.
+
+    Unsafe: owned by another user, or writable by the group or by everyone (then
+    another user could plant a program this process would run). Links are followed.
+    """
+    try:
+        st = os.stat(folder)
+    except OSError as err:
+        return f"cannot inspect it ({err.strerror or err})"
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return f"it belongs to another user (uid {st.st_uid})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "other users can write to it (mode " + oct(stat.S_IMODE(st.st_mode)) + ")"
+    return None
 
 
 def enable_persistent_cache(path: Union[None, str, os.PathLike] = None) -> Optional[Path]:
@@ -57,6 +77,12 @@ def enable_persistent_cache(path: Union[None, str, os.PathLike] = None) -> Optio
         target.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError:
         return None  # read-only home, etc.: run without the cache
+    problem = unsafe_reason(target)
+    if problem is not None:
+        print(f"mtcnn-jax: not using the compilation cache {target}: {problem} (a cache entry is executable "
+              f"code; make it yours with 'chmod 700', or set {ENV_VAR} to a folder of your own, or to 'off')",
+              file=sys.stderr)
+        return None
     jax.config.update("jax_compilation_cache_dir", str(target))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return target

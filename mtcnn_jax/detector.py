@@ -102,6 +102,17 @@ def _check_settings(min_face_size, factor, thresholds, resize, pyramid) -> Tuple
     return min_face_size, factor, thresholds
 
 
+def _check_overlaps(nms_thresholds) -> Tuple[float, float, float, float]:
+    """Four NMS overlap thresholds in [0, 1] (NaN or inf would keep or drop every box silently)."""
+    try:
+        values = tuple(float(t) for t in nms_thresholds)
+    except (TypeError, ValueError):
+        raise UserError(f"nms_thresholds must be four numbers in [0, 1], got {nms_thresholds!r}") from None
+    if len(values) != 4 or not all(0.0 <= t <= 1.0 for t in values):  # also refuses nan
+        raise UserError(f"nms_thresholds must be four numbers in [0, 1], got {values}")
+    return values  # type: ignore[return-value]
+
+
 def _load_weights(weights) -> dict:
     """``None`` → the authors' weights; a dict of params; or a msgpack file / a folder holding ``params.msgpack``."""
     if weights is None:
@@ -163,9 +174,7 @@ class MTCNN:
         self.min_face_size, self.factor, self.thresholds = _check_settings(
             min_face_size, factor, thresholds, resize, pyramid
         )
-        self.nms_thresholds = tuple(float(t) for t in nms_thresholds)
-        if len(self.nms_thresholds) != 4:
-            raise UserError("nms_thresholds must be four numbers")
+        self.nms_thresholds = _check_overlaps(nms_thresholds)
         self.flip_landmarks = bool(flip_landmarks)
         self.resize = resize
         self.pyramid = pyramid

@@ -95,6 +95,21 @@ def write_json(path: PathLike, obj: Any, indent: Optional[int] = 2, sort_keys: b
     write_atomically(path, text + "\n")
 
 
+def read_text(path: PathLike) -> str:
+    """The UTF-8 text of a file; a file that is not UTF-8 is a :class:`~mtcnn_jax.errors.FormatError`.
+
+    (``OSError`` — a missing or unreadable file — passes through for the caller to name.)
+    """
+    from mtcnn_jax.errors import FormatError  # noqa: PLC0415
+
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise FormatError(path, line, f"not UTF-8 text (byte {data[err.start]:#04x})") from None
+
+
 def report_skipped(messages: Iterable[str], into: Optional[List[str]] = None) -> List[str]:
     """Print ``skipped: <message>`` on stderr for each message; append them to ``into`` when given.
 

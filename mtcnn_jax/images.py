@@ -32,6 +32,8 @@ import os
 import re
 import struct
 import sys
+import tempfile
+import threading
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
@@ -297,17 +299,63 @@ def read_header(data: bytes, path: os.PathLike | str = "<bytes>") -> ImageHeader
 # --------------------------------------------------------------------------- decoding
 
 
-def _cv2_decode(data: bytes) -> Optional[np.ndarray]:
-    """cv2.imdecode(IMREAD_UNCHANGED) with OpenCV's own log lines silenced; None on failure."""
+#: What the C decoders print (on file descriptor 2) when the pixel data is damaged but
+#: they still return an image, with the missing or garbled part filled in. libjpeg:
+#: corrupt entropy data, a file that ends early, a frame header announcing more rows
+#: than the data holds ("premature end of data segment"). libpng: image data that
+#: does not match the header. libtiff: strips that cannot be read. Other messages
+#: (an unknown JFIF revision, a known-incorrect sRGB profile, unknown TIFF tags)
+#: leave the pixels intact and are ignored.
+_CORRUPTION = re.compile(
+    r"(Corrupt JPEG data[^\n]*|Premature end of JPEG file|Bogus [^\n]*|"
+    r"libpng [^\n]*(?:IDAT|image data)[^\n]*|[^\n]*Read error[^\n]*|[^\n]*Not enough data[^\n]*)",
+    re.IGNORECASE,
+)
+_DECODE_LOCK = threading.Lock()
+
+
+def _cv2_decode(data: bytes) -> Tuple[Optional[np.ndarray], str]:
+    """cv2.imdecode(IMREAD_UNCHANGED) → ``(array or None, what the C decoders printed)``.
+
+    libjpeg, libpng and libtiff report damaged data on the process's file
+    descriptor 2, not through OpenCV; that descriptor is pointed at a temporary
+    file for the call and read back (under a lock: the descriptor is
+    process-wide, so decodes run one at a time). OpenCV's own log is silenced.
+    """
     logging = cv2.utils.logging
-    level = logging.getLogLevel()
-    logging.setLogLevel(logging.LOG_LEVEL_SILENT)
-    try:
-        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        return None
-    finally:
-        logging.setLogLevel(level)
+    with _DECODE_LOCK:
+        level = logging.getLogLevel()
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+        saved = None
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):
+            saved = None  # no usable descriptor 2: decode without listening
+        try:
+            with tempfile.TemporaryFile() as sink:
+                if saved is not None:
+                    os.dup2(sink.fileno(), 2)
+                try:
+                    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+                except cv2.error:
+                    decoded = None
+                finally:
+                    if saved is not None:
+                        os.dup2(saved, 2)
+                sink.seek(0)
+                messages = sink.read(1 << 16).decode("utf-8", "replace")
+        finally:
+            if saved is not None:
+                os.close(saved)
+            logging.setLogLevel(level)
+    return decoded, messages
+
+
+def corruption(messages: str) -> Optional[str]:
+    """The first decoder message of ``messages`` that means damaged pixel data, or None."""
+    m = _CORRUPTION.search(messages)
+    return m.group(0).strip() if m else None
 
 
 @contextlib.contextmanager
@@ -399,9 +447,12 @@ def decode_image(
             f"image too large: {header.width}x{header.height} pixels "
             f"({pixels / 1e6:.1f} megapixels; the limit is {max_pixels / 1e6:.1f})",
         )
-    decoded = _cv2_decode(data)
+    decoded, messages = _cv2_decode(data)
     if decoded is None or decoded.size == 0:
         raise ImageError(path, f"cannot decode this {header.format} file (corrupt data)")
+    damage = corruption(messages)
+    if damage is not None:  # decoded with the damaged part made up: not an image to trust
+        raise ImageError(path, f"corrupt {header.format} data ({damage[:120]})")
     if decoded.shape[0] * decoded.shape[1] > max_pixels:  # the header lied
         raise ImageError(path, "image larger than its header says")
     try:
@@ -431,6 +482,10 @@ def load_image(
         or oversized file, a file that is not a supported image, a truncated or
         corrupt file, or an image of more than ``max_pixels`` pixels.
     """
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, (str, os.PathLike)):  # an int would be read as an open file descriptor
+        raise ImageError(repr(path), f"not a file path (got {type(path).__name__}; expected str or os.PathLike)")
     try:
         st = os.stat(path)
     except FileNotFoundError:

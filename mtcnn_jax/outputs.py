@@ -1,4 +1,9 @@
-"""Finding input images under files and folders, and writing annotated copies of them safely.
+"""Finding input images under files and folders, the output policy, and writing annotated copies safely.
+
+The output policy (:class:`OutputPolicy`), applied by every command that writes:
+never write onto an input file or inside an input folder, and never replace a file
+that exists, unless the user passes ``--overwrite``; every file is written
+atomically (:mod:`mtcnn_jax.files`).
 
 What ``mtcnn-jax detect`` does around the detector, as importable functions:
 :func:`collect_images` lists the images of the paths given (files, folders searched
@@ -19,7 +24,7 @@ import numpy as np
 
 from mtcnn_jax import images
 from mtcnn_jax.draw import annotate
-from mtcnn_jax.errors import ImageError
+from mtcnn_jax.errors import ImageError, UserError
 from mtcnn_jax.files import write_atomically
 
 _SEPARATORS = re.compile(r"[\\/]+")
@@ -36,6 +41,82 @@ def inside(path: str, folder: str) -> bool:
     """Whether ``path`` is ``folder`` or lies under it, symbolic links resolved."""
     path, folder = os.path.realpath(path), os.path.realpath(folder)
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+class OutputPolicy:
+    """Where a command may write, given its inputs (files and folders) and ``--overwrite``.
+
+    Without ``overwrite``: an output file may not exist yet, may not be an input file,
+    and may not lie inside an input folder; an output folder may not be an input
+    folder, lie inside one, or hold an input. With ``overwrite`` all of these are
+    allowed (an output folder inside an input folder is then not searched for inputs:
+    see :func:`collect_images`). Refusals are one-line :class:`~mtcnn_jax.errors.UserError` s
+    naming the option, the path and how to proceed.
+    """
+
+    def __init__(self, inputs: Sequence[str], overwrite: bool = False):
+        self.overwrite = bool(overwrite)
+        real = [(os.path.realpath(p), os.path.isdir(p)) for p in inputs if p is not None and os.path.exists(p)]
+        self.input_files = {r for r, is_dir in real if not is_dir}
+        self.input_folders = [r for r, is_dir in real if is_dir]
+
+    def conflict(self, path: str) -> Optional[str]:
+        """Why writing the file ``path`` would touch the user's data, or None (ignores ``overwrite``)."""
+        real = os.path.realpath(path)
+        if real in self.input_files:
+            return "is an input file"
+        for folder in self.input_folders:
+            if real == folder or real.startswith(folder.rstrip(os.sep) + os.sep):
+                return f"lies inside the input folder {folder}"
+        if os.path.lexists(path):
+            return "exists"
+        return None
+
+    def check_file(self, option: str, path: str) -> str:
+        """Validate an output file given by ``option``; returns ``path``."""
+        if os.path.isdir(path):
+            raise UserError(f"{option}: {path} is a folder")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise UserError(f"{option}: folder {folder} does not exist")
+        why = None if self.overwrite else self.conflict(path)
+        if why is not None:
+            raise UserError(f"{option}: {path} {why}: choose another path, or pass --overwrite")
+        return path
+
+    def check_folder(self, option: str, path: str) -> str:
+        """Validate (and create) an output folder given by ``option``; returns ``path``."""
+        if os.path.lexists(path) and not os.path.isdir(path):
+            raise UserError(f"{option}: {path} exists and is not a folder")
+        if not self.overwrite:
+            real = os.path.realpath(path)
+            for folder in self.input_folders:
+                if real == folder:
+                    raise UserError(f"{option}: {path} is an input folder: choose another folder, "
+                                    "or pass --overwrite")
+                if real.startswith(folder.rstrip(os.sep) + os.sep):
+                    raise UserError(f"{option}: {path} lies inside the input folder {folder}: choose a folder "
+                                    "outside the inputs, or pass --overwrite")
+            for item in sorted(self.input_files) + self.input_folders:
+                if item.startswith(real.rstrip(os.sep) + os.sep):
+                    raise UserError(f"{option}: {path} holds the input {item}: choose another folder, "
+                                    "or pass --overwrite")
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"{option}: cannot create {path} ({err.strerror or err})") from None
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UserError(f"{option}: cannot write into {path} (permission denied)")
+        return path
+
+    def refuse_existing(self, option: str, folder: str, names: Sequence[str]) -> None:
+        """Refuse (one line) when one of ``folder/names`` exists, unless ``overwrite``."""
+        if self.overwrite:
+            return
+        taken = [n for n in names if os.path.lexists(os.path.join(folder, n))]
+        if taken:
+            raise UserError(f"{option}: {folder} already holds {', '.join(taken)}: choose another folder, "
+                            "or pass --overwrite")
 
 
 class InputImage(NamedTuple):

@@ -114,8 +114,11 @@ def _stderr_lines(err: str):
 def test_json_schema_rounding_and_summary(tmp_path, capsys, fake):
     image = good_image(tmp_path / "x.png")
     out_json = tmp_path / "out.json"
-    out_json.write_text("stale")  # replaced, not appended to
-    code, out, err = run(capsys, image, "--json", out_json)
+    out_json.write_text("stale")
+    code, _, err = run(capsys, image, "--json", out_json)  # an existing file is not replaced ...
+    assert code == 2 and err == f"mtcnn-jax: --json: {out_json} exists: choose another path, or pass --overwrite\n"
+    assert out_json.read_text() == "stale"
+    code, out, err = run(capsys, image, "--json", out_json, "--overwrite")  # ... unless asked: replaced
     assert code == 0 and err == ""
     assert out == f"{image}: 1 face\n1 image, 1 face, 0 errors\n"
     assert json.loads(out_json.read_text()) == [{
@@ -379,11 +382,15 @@ def test_annotate_does_not_write_through_a_link_out_of_dir(tmp_path, capsys, fak
     assert list(outside.iterdir()) == []
 
 
-def test_annotate_dir_inside_the_scanned_folder_is_skipped(tmp_path, capsys, fake):
+def test_annotate_dir_inside_an_input_folder_needs_overwrite_then_skips_earlier_output(tmp_path, capsys, fake):
     folder = tmp_path / "photos"
     good_image(folder / "a.png")
-    for _ in range(2):  # the second run must not pick up the first run's output
-        code, out, _ = run(capsys, folder, "--annotate", folder / "annotated")
+    good_image(folder / "annotated" / "mine.png")  # the user's own image, where the output would go
+    code, _, err = run(capsys, folder, "--annotate", folder / "annotated")
+    assert code == 2 and err.startswith(f"mtcnn-jax: --annotate: {folder / 'annotated'} lies inside the input folder")
+    assert sorted(p.name for p in (folder / "annotated").iterdir()) == ["mine.png"]
+    for _ in range(2):  # with --overwrite, the second run does not pick up the first run's output
+        code, out, _ = run(capsys, folder, "--annotate", folder / "annotated", "--overwrite")
         assert code == 0
         assert out.splitlines()[-1] == "1 image, 1 face, 0 errors"
 
@@ -394,17 +401,21 @@ def test_annotate_never_overwrites_an_input(tmp_path, capsys, fake):
     before = image.read_bytes()
     code, _, err = run(capsys, folder, "--annotate", folder)  # DIR = the input folder
     assert code == 2 and err.startswith(f"mtcnn-jax: --annotate: {folder} is an input folder")
-    code, out, err = run(capsys, image, "--annotate", folder)  # DIR/x.png would be the input
+    code, _, err = run(capsys, image, "--annotate", folder)  # DIR holds the input
+    assert code == 2 and err.startswith(f"mtcnn-jax: --annotate: {folder} holds the input {image}")
+    code, out, err = run(capsys, image, "--annotate", folder, "--overwrite")  # DIR/x.png would be the input
     assert code == 1
     assert _stderr_lines(err) == [f"mtcnn-jax: {image}: not annotated: {image} is an input image"]
     assert image.read_bytes() == before
     assert out.splitlines()[-1] == "1 image, 1 face, 1 error"
 
 
-def test_annotate_dir_above_the_input_folder_skips_nothing(tmp_path, capsys, fake):
+def test_annotate_dir_above_the_input_folder_needs_overwrite(tmp_path, capsys, fake):
     folder = tmp_path / "photos" / "sub"
     good_image(folder / "a.png")
     code, out, err = run(capsys, folder, "--annotate", tmp_path / "photos")
+    assert code == 2 and err.startswith(f"mtcnn-jax: --annotate: {tmp_path / 'photos'} holds the input {folder}")
+    code, out, err = run(capsys, folder, "--annotate", tmp_path / "photos", "--overwrite")
     assert code == 0, err
     assert out.splitlines()[-1] == "1 image, 1 face, 0 errors"
     assert (tmp_path / "photos" / "a.png").is_file()

@@ -221,7 +221,11 @@ def test_landmarks_with_detector_one_and_zero_based(tmp_path, capsys, fake):
     assert png_shape(out / "ced.png") == (480, 640, 3)
 
     # The same list read as 0-based is 1 px off in x and y for a: NME sqrt(2)/20.
-    code, _, _ = run(capsys, "landmarks", "--gt", gt, "--images", images, "--out", out, "--zero-based")
+    code, _, err = run(capsys, "landmarks", "--gt", gt, "--images", images, "--out", out, "--zero-based")
+    assert code == 2 and err.startswith(f"mtcnn-jax: --out: {out} already holds metrics.json, ced.png, "
+                                        "predictions.json: choose another folder, or pass --overwrite")
+    code, _, _ = run(capsys, "landmarks", "--gt", gt, "--images", images, "--out", out, "--zero-based",
+                     "--overwrite")
     m = json.loads((out / "metrics.json").read_text())
     assert m["one_based"] is False
     assert m["nme_per_point"]["left_eye"] == pytest.approx((np.sqrt(2) + np.sqrt(10)) / 2 / iod)

@@ -62,6 +62,7 @@ from tqdm import tqdm
 from mtcnn_jax.commands.options import (
     Settings,
     add_detector_options,
+    add_overwrite_option,
     detector_info,
     make_detector,
     parse_number,
@@ -75,7 +76,7 @@ from mtcnn_jax.errors import UserError
 from mtcnn_jax.evaluation import plots
 from mtcnn_jax.evaluation import nme as lm_eval
 from mtcnn_jax.evaluation import wider_ap as wider_eval
-from mtcnn_jax.evaluation.predictions import align_to_ground_truth, format_json, read_predictions
+from mtcnn_jax.evaluation.predictions import PredictionsWriter, align_to_ground_truth, read_predictions
 from mtcnn_jax.evaluation.runner import DetectionRun, detect_images, landmark_metrics, timing, wider_metrics
 from mtcnn_jax.faces import Faces
 from mtcnn_jax.outputs import printable
@@ -143,6 +144,7 @@ _DETECTOR_HELP = {
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for metrics.json and the plots")
+    add_overwrite_option(p)
     p.add_argument("--images", metavar="DIR", help="folder the ground-truth paths are relative to")
     p.add_argument("--predictions", metavar="P.json",
                    help="score these detections instead of running the detector")
@@ -178,9 +180,19 @@ def _report(message: str) -> None:
     tqdm.write(f"mtcnn-jax: {printable(message)}", file=sys.stderr)
 
 
-def _run_detector(source: _Source, images: str, paths: List[str]) -> DetectionRun:
+def _run_detector(source: _Source, images: str, paths: List[str], out: Optional[str] = None) -> DetectionRun:
+    """The detector over ``images/<path>``; with ``out``, each image's detections go to
+    ``out/predictions.json`` as soon as they are found (an interrupted run keeps them)."""
     detector = make_detector(source.settings)
-    return detect_images(detector, images, paths, source.settings.max_pixels, _report)
+    writer = PredictionsWriter(os.path.join(out, "predictions.json")) if out is not None else None
+    try:
+        return detect_images(detector, images, paths, source.settings.max_pixels, _report,
+                             on_entry=None if writer is None else writer.write)
+    except OSError as err:
+        raise UserError(f"--out: cannot write {os.path.join(out, 'predictions.json')} ({err.strerror or err})") from None
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def _check_paths(source: Optional[str], predictions, gt_paths: List[str]) -> List[str]:
@@ -216,24 +228,25 @@ def run_wider(args: argparse.Namespace) -> int:
 
     sizes = _sizes(args.sizes)
     records = read_input("--gt", args.gt, read_wider_gt)
-    face_lists = {}
+    face_lists, face_list_paths = {}, []
     for name in WIDER_LISTS:
         path = getattr(args, name)
         if path is not None:
             face_lists[name] = read_input(f"--{name}", path, wider_eval.read_face_lists)
+            face_list_paths.append(path)
     source = _source(args)
     if source.predictions is not None:
         _check_paths(args.predictions, source.predictions, [r.path for r in records])
-    out = prepare_out(args.out)
+    out = prepare_out(args.out, [args.gt, args.images, args.predictions, *face_list_paths], args.overwrite,
+                      ("metrics.json", "pr_curve.png", "predictions.json"))
 
     run = None
     predictions = source.predictions
     if predictions is None:
-        run = _run_detector(source, args.images, [r.path for r in records])
+        run = _run_detector(source, args.images, [r.path for r in records], out)
         predictions = run.predictions
         skipped_paths = {p for p, _ in run.skipped}
         records = [r for r in records if r.path not in skipped_paths]
-        write_output(out, "predictions.json", format_json(run.entries))
 
     settings, curves = wider_metrics(predictions, records, sizes, face_lists)
     unmatched = _check_paths(args.predictions, predictions, [r.path for r in records])
@@ -273,16 +286,16 @@ def run_landmarks(args: argparse.Namespace) -> int:
     source = _source(args)
     if source.predictions is not None:
         _check_paths(args.predictions, source.predictions, ann.paths)
-    out = prepare_out(args.out)
+    out = prepare_out(args.out, [args.gt, args.images, args.predictions], args.overwrite,
+                      ("metrics.json", "ced.png", "predictions.json"))
 
     run = None
     predictions = source.predictions
     if predictions is None:
-        run = _run_detector(source, args.images, ann.paths)
+        run = _run_detector(source, args.images, ann.paths, out)
         predictions = run.predictions
         skipped_paths = {p for p, _ in run.skipped}
         ann = ann.subset(np.array([p not in skipped_paths for p in ann.paths], bool))
-        write_output(out, "predictions.json", format_json(run.entries))
 
     unmatched = _check_paths(args.predictions, predictions, ann.paths)
     if len(ann):
@@ -352,7 +365,8 @@ def run_fddb(args: argparse.Namespace) -> int:
         source = _Source(None, None, None)
     else:
         source = _source(args)
-    out = prepare_out(args.out)
+    out = prepare_out(args.out, [*args.folds, args.images, args.predictions], args.overwrite,
+                      ("metrics.json", "roc.png", "DiscROC.txt", "ContROC.txt", "detections.txt"))
 
     run, sizes = None, None
     if args.predictions is None:

@@ -164,15 +164,26 @@ def read_input(option: str, path: str, reader, *args, **kwargs):
         raise UserError(f"{option}: {path}: cannot read ({err.strerror or err})") from None
 
 
-def prepare_out(out: str) -> str:
-    """Create the ``--out`` folder (UserError when it cannot be)."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UserError(f"--out: {out} exists and is not a folder")
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"--out: cannot create {out} ({err.strerror or err})") from None
+def prepare_out(out: str, inputs: Sequence[Optional[str]] = (), overwrite: bool = False,
+                names: Sequence[str] = ()) -> str:
+    """Check and create the ``--out`` folder by the output policy (:class:`mtcnn_jax.outputs.OutputPolicy`).
+
+    ``inputs``: the command's input files and folders (the folder may not be, lie
+    inside or hold one of them); ``names``: the files the command will write there
+    (refused when one exists). Both unless ``overwrite``. UserError (one line) otherwise.
+    """
+    from mtcnn_jax.outputs import OutputPolicy  # noqa: PLC0415
+
+    policy = OutputPolicy([p for p in inputs if p], overwrite)
+    policy.check_folder("--out", out)
+    policy.refuse_existing("--out", out, names)
     return out
+
+
+def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite``: let the command replace existing outputs and write inside an input folder."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow replacing existing output files and writing inside an input folder")
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ import os
 import sys
 from typing import Dict, List
 
-from mtcnn_jax.commands.options import parse_number, prepare_out, read_input, write_output
+from mtcnn_jax.commands.options import add_overwrite_option, parse_number, prepare_out, read_input, write_output
 from mtcnn_jax.errors import UserError
 from mtcnn_jax.evaluation.predictions import align_to_ground_truth, detector_library, read_predictions
 from mtcnn_jax.evaluation.report import build_report
@@ -49,6 +49,7 @@ def register(subparsers) -> None:
     p.add_argument("--gt", required=True, metavar="GT.txt", help="WIDER FACE ground-truth file")
     p.add_argument("--images", required=True, metavar="DIR", help="folder the ground-truth paths are relative to")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for report.html and the images")
+    add_overwrite_option(p)
     p.add_argument("--peer", metavar="Q.json", help="another detector's detections, shown beside")
     p.add_argument("--name", default=None, help="name of P (default: from the file)")
     p.add_argument("--peer-name", default=None, help="name of Q (default: from the file)")
@@ -100,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     detectors = [(_name(args.name, args.predictions), _aligned("--predictions", args.predictions, gt_paths))]
     if args.peer:
         detectors.append((_name(args.peer_name, args.peer), _aligned("--peer", args.peer, gt_paths)))
-    out = prepare_out(args.out)
+    out = prepare_out(args.out, [args.predictions, args.peer, args.gt, args.images], args.overwrite,
+                      ("report.html", "grid.png", "pr_curve.png", "rows"))
 
     page = build_report(records, detectors, args.images, os.path.basename(args.gt), min_size=min_size,
                         min_score=min_score, count=count, how=args.select, report=_report)

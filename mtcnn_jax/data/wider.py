@@ -26,6 +26,7 @@ from typing import Iterable
 import numpy as np
 
 from mtcnn_jax.errors import FormatError, FormatWarning, UserError
+from mtcnn_jax.files import read_text
 
 #: Attribute columns after the four box numbers, in file order.
 ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
@@ -199,8 +200,7 @@ def read_wider_gt(filename: str | os.PathLike, strict: bool = True) -> list[Wide
       One :class:`WiderRecord` per image, in file order. Boxes are ``x1, y1, x2, y2`` with
       ``x2 = x1 + w``, ``y2 = y1 + h`` (float32, image pixels); all-zero boxes are dropped.
     """
-    with open(filename, encoding="utf-8") as f:
-        return parse_wider_gt(f.read().splitlines(), filename=os.fspath(filename), strict=strict)
+    return parse_wider_gt(read_text(filename).splitlines(), filename=os.fspath(filename), strict=strict)
 
 
 def read_wider_gt_skipping(filename: str | os.PathLike, skipped: list) -> tuple[list[WiderRecord], dict[str, int]]:

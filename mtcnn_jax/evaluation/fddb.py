@@ -43,6 +43,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from mtcnn_jax.errors import FormatError
+from mtcnn_jax.files import read_text
 
 #: Overlap a match must exceed.
 MATCH_THRESHOLD = 0.5
@@ -137,8 +138,7 @@ def read_ellipses(filenames: str | os.PathLike | Sequence[str | os.PathLike]) ->
         filenames = [filenames]
     out = []
     for name in filenames:
-        with open(name, encoding="utf-8") as f:
-            out.extend(parse_ellipses(f.read().splitlines(), os.fspath(name)))
+        out.extend(parse_ellipses(read_text(name).splitlines(), os.fspath(name)))
     return out
 
 
@@ -160,8 +160,7 @@ def parse_detections(lines: Iterable[str], filename: str = "<detections>") -> di
 
 def read_detections(filename: str | os.PathLike) -> dict[str, FddbDetections]:
     """Read a detection list file; see :func:`parse_detections`."""
-    with open(filename, encoding="utf-8") as f:
-        return parse_detections(f.read().splitlines(), os.fspath(filename))
+    return parse_detections(read_text(filename).splitlines(), os.fspath(filename))
 
 
 def format_detections(detections: Mapping[str, FddbDetections]) -> str:

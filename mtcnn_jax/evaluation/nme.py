@@ -25,6 +25,7 @@ from mtcnn_jax.data.landmarks import LandmarkFace
 from mtcnn_jax.errors import UserError
 from mtcnn_jax.evaluation.predictions import align_to_ground_truth
 from mtcnn_jax.faces import Faces
+from mtcnn_jax.files import read_text
 
 POINT_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 MTFL_ATTRIBUTES = ("gender", "smile", "glasses", "pose")
@@ -91,11 +92,10 @@ def parse_mtfl(
 def read_mtfl(filename: str | os.PathLike, one_based: bool = True) -> MtflAnnotations:
     """Read an MTFL list file (e.g. ``testing.txt``), UTF-8; see :func:`parse_mtfl`.
 
-    OS and decoding errors propagate (``OSError``, ``UnicodeDecodeError``), for the caller
-    to name the option the file came from.
+    ``OSError`` propagates, for the caller to name the option the file came from; a
+    file that is not UTF-8 is a :class:`~mtcnn_jax.errors.FormatError`.
     """
-    with open(filename, encoding="utf-8") as f:
-        return parse_mtfl(f.read().splitlines(), filename=os.fspath(filename), one_based=one_based)
+    return parse_mtfl(read_text(filename).splitlines(), filename=os.fspath(filename), one_based=one_based)
 
 
 def point_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:

@@ -9,6 +9,10 @@ it into ``{path: Faces}``. Two layouts are accepted (the second is the one of
 
     {"detector": {...}, "images": [ ...the same list... ]}
 
+and JSON Lines (``.jsonl``: one image entry per line), which :class:`PredictionsWriter`
+writes for ``detect --json out.jsonl``. An entry may carry more keys (``annotated``:
+the annotated copy written for it); readers ignore them.
+
 Boxes and landmarks are in input-image pixels. Landmarks are in the order left eye, right
 eye, nose, left mouth corner, right mouth corner ("left" = the image's left); they are
 optional (Haar cascades have none). Written boxes and landmarks are rounded to 2 decimals,
@@ -17,18 +21,16 @@ scores to 4.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any, Iterable, List, Mapping
 
 import numpy as np
 
+from mtcnn_jax import files
 from mtcnn_jax.errors import FormatError, UserError
 from mtcnn_jax.faces import Faces
-
-#: Former name of :class:`~mtcnn_jax.faces.Faces` here; kept until ``mtcnn_jax.recipe`` imports Faces.
-Detections = Faces
-
 
 # --------------------------------------------------------------------------- writing
 
@@ -52,16 +54,85 @@ def faces_to_json(path: str, image: np.ndarray, faces) -> dict:
     return {"path": path, "width": int(image.shape[1]), "height": int(image.shape[0]), "faces": out}
 
 
+def format_entry(entry: Mapping[str, Any]) -> str:
+    """One :func:`faces_to_json` entry as :func:`format_json` lays it out: the image's keys on
+    one line, then one line per face, indented for a list."""
+    head = json.dumps({k: v for k, v in entry.items() if k != "faces"})[:-1]
+    faces = ",\n".join("    " + json.dumps(face) for face in entry["faces"])
+    return f'  {head}, "faces": [' + (f"\n{faces}\n  ]}}" if faces else "]}")
+
+
 def format_json(results: List[dict]) -> str:
     """The JSON text of a list of :func:`faces_to_json` entries: one line per image header and one per face."""
     if not results:
         return "[]\n"
-    blocks = []
-    for entry in results:
-        head = json.dumps({k: v for k, v in entry.items() if k != "faces"})[:-1]
-        faces = ",\n".join("    " + json.dumps(face) for face in entry["faces"])
-        blocks.append(f'  {head}, "faces": [' + (f"\n{faces}\n  ]}}" if faces else "]}"))
-    return "[\n" + ",\n".join(blocks) + "\n]\n"
+    return "[\n" + ",\n".join(format_entry(e) for e in results) + "\n]\n"
+
+
+class PredictionsWriter:
+    """Writes :func:`faces_to_json` entries as they come, so that a stopped run keeps every finished image.
+
+    ``target``:
+
+    * a ``.jsonl`` path: JSON Lines, one entry per line, each line written whole;
+    * ``"-"``: the :func:`format_json` text on ``stream`` (stdout), entry by entry;
+      :meth:`close` writes the closing bracket;
+    * any other path: the :func:`format_json` text. The file is created (atomically,
+      as ``[]``) when the writer is made, and after each :meth:`write` it is again a
+      complete, valid JSON list: the new entry replaces the closing ``\n]\n`` and
+      brings its own, in one write. A kill between two entries leaves a valid file with
+      the entries written so far; a failed write (a full disk) is undone, leaving the
+      file as it was, and raises ``OSError``.
+
+    The finished file equals ``format_json`` of all entries, byte for byte.
+    """
+
+    def __init__(self, target: str | os.PathLike, stream=None):
+        self.target = os.fspath(target)
+        self.count = 0
+        self._stream = stream
+        self._file = None
+        self.lines = self.target != "-" and self.target.lower().endswith(".jsonl")
+        if self.target != "-":
+            files.write_atomically(self.target, "" if self.lines else "[]\n")
+            self._file = open(self.target, "r+b", buffering=0)
+            self._file.seek(0, os.SEEK_END)
+
+    def write(self, entry: Mapping[str, Any]) -> None:
+        if self.lines:
+            self._append(json.dumps(entry) + "\n", rewind=0)
+        elif self._file is None:
+            self._stream.write(("[\n" if self.count == 0 else ",\n") + format_entry(entry))
+            self._stream.flush()
+        else:
+            self._append(("[\n" if self.count == 0 else ",\n") + format_entry(entry) + "\n]\n", rewind=3)
+        self.count += 1
+
+    def _append(self, text: str, rewind: int) -> None:
+        """Write ``text`` over the last ``rewind`` bytes of the file; on failure put the file back."""
+        end = self._file.seek(0, os.SEEK_END)
+        data = text.encode("utf-8")
+        try:
+            self._file.seek(end - rewind)
+            written = self._file.write(data)
+            if written != len(data):
+                raise OSError(f"short write ({written} of {len(data)} bytes)")
+        except OSError:
+            with contextlib.suppress(OSError):
+                self._file.truncate(end - rewind)
+                self._file.seek(end - rewind)
+                self._file.write(b"[]\n" if rewind and self.count == 0 else (b"\n]\n" if rewind else b""))
+            raise
+
+    def close(self) -> None:
+        """Finish: the closing bracket on a stream; close the file. Safe to call twice."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        elif self.target == "-" and self._stream is not None:
+            self._stream.write("[]\n" if self.count == 0 else "\n]\n")
+            self._stream.flush()
+            self._stream = None
 
 
 # --------------------------------------------------------------------------- reading
@@ -139,12 +210,25 @@ def parse_predictions(obj: Any, source: str = "<predictions>") -> dict[str, Face
 
 
 def read_predictions(filename: str | os.PathLike) -> dict[str, Faces]:
-    """Read a detection JSON file (either layout); see :func:`parse_predictions`."""
+    """Read a detection JSON file (either layout) or JSON Lines file (``.jsonl``); see
+    :func:`parse_predictions`."""
+    text = files.read_text(filename)
+    if os.fspath(filename).lower().endswith(".jsonl"):
+        entries = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise FormatError(filename, lineno, f"not valid JSON ({err})") from None
+        return parse_predictions(entries, source=os.fspath(filename))
     try:
-        with open(filename, encoding="utf-8") as f:
-            obj = json.load(f)
+        obj = json.loads(text)
     except json.JSONDecodeError as err:
         raise FormatError(filename, None, f"not valid JSON ({err})") from None
+    except RecursionError:
+        raise FormatError(filename, None, "not valid JSON (nested too deeply)") from None
     return parse_predictions(obj, source=os.fspath(filename))
 
 

@@ -61,6 +61,7 @@ def detect_images(
     max_pixels: int = images.DEFAULT_MAX_PIXELS,
     report: Optional[Callable[[str], None]] = None,
     progress: bool = True,
+    on_entry: Optional[Callable[[dict], None]] = None,
 ) -> DetectionRun:
     """Run ``detector.detect`` on ``images_dir/<path>`` for each path.
 
@@ -72,6 +73,9 @@ def detect_images(
       max_pixels: larger images are refused (skipped) before decoding.
       report: called with ``"<full path>: <reason>"`` for each image skipped.
       progress: show a progress bar on stderr (when it is a terminal).
+      on_entry: called with each image's ``detect --json`` entry as soon as it is made
+        (e.g. :meth:`~mtcnn_jax.evaluation.predictions.PredictionsWriter.write`, so that
+        an interrupted evaluation keeps its detections).
 
     Returns:
       a :class:`DetectionRun`; an unreadable image is skipped, not raised.
@@ -82,8 +86,7 @@ def detect_images(
                      disable=None if progress else True, leave=False):
         full = os.path.join(images_dir, *path.split("/"))
         try:
-            with images.quiet_native_stderr():
-                image = images.load_image(full, max_pixels=max_pixels)
+            image = images.load_image(full, max_pixels=max_pixels)
         except ImageError as err:
             skipped.append((path, err.reason))
             if report is not None:
@@ -98,6 +101,8 @@ def detect_images(
                       np.asarray(faces[2], np.float32).reshape(-1, 5, 2))
         preds[path] = found
         entries.append(faces_to_json(path, image, found))
+        if on_entry is not None:
+            on_entry(entries[-1])
     return DetectionRun(preds, entries, skipped, np.asarray(seconds, np.float64), np.asarray(cpu, np.float64))
 
 

@@ -46,6 +46,7 @@ from mtcnn_jax.data.wider import WiderRecord
 from mtcnn_jax.errors import FormatError, UserError
 from mtcnn_jax.evaluation.predictions import align_to_ground_truth, normalise_path
 from mtcnn_jax.faces import Faces
+from mtcnn_jax.files import read_text
 
 #: Face-size settings reported by default: all valid faces, >= 20 px, >= 40 px (shorter side).
 DEFAULT_SIZES = (1, 20, 40)
@@ -300,16 +301,15 @@ def read_face_lists(filename: str | os.PathLike, one_based: bool = True) -> dict
         or is below the first.
     """
     out: dict[str, np.ndarray] = {}
-    with open(filename, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields or fields[0].startswith("#"):
-                continue
-            try:
-                idx = np.asarray([int(v) for v in fields[1:]], np.int64) - (1 if one_based else 0)
-            except ValueError:
-                raise FormatError(filename, lineno, "expected '<path> <face index>...'") from None
-            if idx.size and idx.min() < 0:
-                raise FormatError(filename, lineno, f"face index below {1 if one_based else 0}")
-            out[normalise_path(fields[0])] = idx
+    for lineno, line in enumerate(read_text(filename).splitlines(), 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        try:
+            idx = np.asarray([int(v) for v in fields[1:]], np.int64) - (1 if one_based else 0)
+        except ValueError:
+            raise FormatError(filename, lineno, "expected '<path> <face index>...'") from None
+        if idx.size and idx.min() < 0:
+            raise FormatError(filename, lineno, f"face index below {1 if one_based else 0}")
+        out[normalise_path(fields[0])] = idx
     return out
