@@ -10,8 +10,11 @@ integer coordinates (OpenCV's convention, which ``cv2.warpAffine`` uses).
 
 from __future__ import annotations
 
+from typing import Union
+
 import cv2
 import numpy as np
+from numpy.typing import ArrayLike
 
 from mtcnn_jax.faces import Faces
 
@@ -77,7 +80,7 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.concatenate([scale * rotation, translation[:, None]], axis=1)
 
 
-def align(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
+def align(image: np.ndarray, landmarks: Union[ArrayLike, Faces], size: int = 112) -> np.ndarray:
     """Crop and warp each face so that its landmarks land on :func:`template` (``size``).
 
     Args:

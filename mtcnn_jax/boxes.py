@@ -24,6 +24,7 @@ half-open boxes), False counts ``x2 - x1``.
 from __future__ import annotations
 
 import enum
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -244,7 +245,7 @@ def square(boxes: np.ndarray) -> np.ndarray:
     return np.stack([x1, y1, x1 + side, y1 + side], axis=1)
 
 
-def crop(image: np.ndarray, box) -> np.ndarray:
+def crop(image: np.ndarray, box: Sequence[float] | np.ndarray) -> np.ndarray:
     """The pixels of an inclusive, 0-based integer box, zero-padded where it leaves the image.
 
     image: ``uint8[H, W, C]``; box: ``x1, y1, x2, y2`` integers, 0-based, inclusive
@@ -266,7 +267,7 @@ def crop(image: np.ndarray, box) -> np.ndarray:
 RESIZE_METHODS = ("antialiased", "area", "bilinear")
 
 
-def resize(image: np.ndarray, size_hw, method: str = "antialiased") -> np.ndarray:
+def resize(image: np.ndarray, size_hw: Sequence[int], method: str = "antialiased") -> np.ndarray:
     """``image`` uint8[H, W, C] resized to ``size_hw = (h, w)``; returns uint8[h, w, C].
 
     ``method``:

@@ -12,6 +12,17 @@ Where the data are is the configs' business, not the library's: the schema's
 ``data.root`` is ``$MTCNN_JAX_DATA`` (empty when unset), and the shipped configs
 (``configs/paths.py``) default to the data folder of their checkout.
 
+Which file a spec names (:func:`find_config`): a path to a file (absolute, or
+relative to the current directory, then to the checkout); else a shipped
+config by name, ``pnet``, ``cascade``, ``sweeps/ohem`` (no ``.py``), looked up
+in :func:`config_dir` (``configs/`` of the checkout, or ``mtcnn_jax/configs/``
+inside an installed wheel, which carries them); ``configs/<name>.py`` also
+finds the shipped copy when there is no such file here (the README's commands,
+run outside a checkout). A file that cannot be loaded (missing, not UTF-8 text,
+null bytes, a syntax error, an exception while it runs or inside
+``get_config``) is a one-line :class:`~mtcnn_jax.errors.UserError` naming the
+file (and line) and the reason, never a traceback.
+
 Overrides: ``--config.ohem_ratio=1.0``, ``--config.alpha.box=0.25``,
 ``--config.optimizer.decay_at=(0.5,0.8)``. They are parsed here, not with absl's
 ``config_flags`` (which needs absl flags to own the whole command line): the
@@ -23,19 +34,26 @@ widen to ``float``, nothing else changes type).
 
 from __future__ import annotations
 
+import argparse
 import ast
 import importlib.util
 import os
+import traceback
 from pathlib import Path
-from typing import Iterable
-
-import ml_collections
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Iterable, List, NoReturn, Optional, Sequence
 
 from mtcnn_jax.errors import UserError
+
+if TYPE_CHECKING:
+    import ml_collections  # loaded by the functions that need it: the train extra
 
 STAGES = ("pnet", "rnet", "onet")
 #: The checkout holding this package: relative config paths are also looked up from here.
 REPO = Path(__file__).resolve().parents[1]
+#: Where the shipped configs are: inside the installed package (the wheel maps the
+#: checkout's ``configs/`` there), else the checkout's ``configs/``.
+_CONFIG_DIRS = (Path(__file__).resolve().parent / "configs", REPO / "configs")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -43,6 +61,8 @@ def base_config() -> ml_collections.ConfigDict:
 
     ``data.root`` defaults to ``$MTCNN_JAX_DATA`` (empty when unset); configs set it.
     """
+    import ml_collections  # noqa: PLC0415
+
     from mtcnn_jax.losses import SAMPLE_TYPES, TASKS  # noqa: PLC0415
 
     c = ml_collections.ConfigDict()
@@ -101,40 +121,135 @@ def base_config() -> ml_collections.ConfigDict:
 # ----------------------------------------------------------------------------- loading
 
 
-def load_module(path, what: str = "config"):
+def config_dir() -> Optional[Path]:
+    """The folder of the shipped configs (``pnet.py``, ..., ``sweeps/``), or None if there is none."""
+    for d in _CONFIG_DIRS:
+        if (d / "pnet.py").is_file():
+            return d
+    return None
+
+
+def config_names() -> List[str]:
+    """The shipped configs by name: ``cascade``, ``onet``, ``pnet``, ``rnet``, ``sweeps/alpha``, ..."""
+    d = config_dir()
+    if d is None:
+        return []
+    names = []
+    for f in sorted(d.rglob("*.py")):
+        rel = f.relative_to(d)
+        if f.name != "paths.py" and not f.name.startswith("_") and "__pycache__" not in rel.parts:
+            names.append(rel.with_suffix("").as_posix())
+    return names
+
+
+def find_config(path: str | os.PathLike, what: str = "config") -> Path:
+    """The file ``path`` names: a file (absolute, or relative to the current directory, then
+    to the checkout), else a shipped config by name (``pnet``, ``sweeps/ohem``), else
+    ``configs/<name>.py`` from the shipped configs. Raises :class:`UserError` if none exists.
+    """
+    text = os.fspath(path)
+    p = Path(text)
+    if p.is_file():
+        return p
+    if not p.is_absolute():
+        if (REPO / "pyproject.toml").is_file() and (REPO / p).is_file():
+            return REPO / p  # from the checkout (never from site-packages, where a wheel put the package)
+        d = config_dir()
+        if d is not None and text and ".." not in p.parts:
+            if p.suffix == "" and (d / p.with_suffix(".py")).is_file():
+                return d / p.with_suffix(".py")  # a shipped config by name
+            if p.parts[0] == "configs" and len(p.parts) > 1 and (d / Path(*p.parts[1:])).is_file():
+                return d / Path(*p.parts[1:])  # configs/pnet.py outside the checkout: the shipped copy
+    hint = ""
+    if p.suffix == "" and not p.is_absolute():
+        names = config_names()
+        hint = f" (shipped configs: {', '.join(names)})" if names else ""
+    raise UserError(f"{what} file not found: {text}{hint}")
+
+
+def _first_line(err: BaseException) -> str:
+    """``"TypeName: first line of the message"`` (just the type name when the message is empty)."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0].strip()}" if lines else type(err).__name__
+
+
+def _where(path: Path, err: BaseException) -> str:
+    """``path:line`` of the innermost frame of ``err``'s traceback that runs in ``path``, else ``path``."""
+    line = None
+    for frame in traceback.extract_tb(err.__traceback__):
+        if frame.filename == str(path):
+            line = frame.lineno
+    return f"{path}:{line}" if line else str(path)
+
+
+def load_module(path: str | os.PathLike, what: str = "config") -> ModuleType:
     """The Python file ``path`` loaded as a module (not imported under its name).
 
-    A relative path is looked up from the current directory, then from the
-    repository (:data:`REPO`). A missing file is a :class:`UserError` ("``what``
-    file not found").
+    ``path`` is found by :func:`find_config`. A file that cannot be loaded (not
+    UTF-8 text or in the encoding it declares, null bytes, a syntax error, an
+    exception while it runs) is a one-line :class:`UserError`: ``"<file>[:<line>]:
+    cannot load the <what> file: <reason>"``.
     """
-    p = Path(path)
-    if not p.is_file() and not p.is_absolute() and (REPO / p).is_file():
-        p = REPO / p
-    if not p.is_file():
-        raise UserError(f"{what} file not found: {path}")
-    mod_spec = importlib.util.spec_from_file_location(f"_mtcnn_{what}_{p.stem}", p)
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
+    p = find_config(path, what)
+    fail = f"cannot load the {what} file"
+    try:
+        data = p.read_bytes()
+    except OSError as err:
+        raise UserError(f"{p}: {fail}: {err.strerror or err}") from None
+    try:
+        source = importlib.util.decode_source(data)  # UTF-8, or the encoding a coding line declares
+    except (UnicodeDecodeError, SyntaxError, LookupError) as err:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise UserError(f"{p}: {fail}: not UTF-8 text (byte 0x{data[bad.start]:02x} at offset {bad.start})") from None
+        raise UserError(f"{p}: {fail}: {_first_line(err)}") from None  # e.g. an unknown coding declared
+    if "\0" in source:
+        raise UserError(f"{p}: {fail}: it holds null bytes (offset {source.index(chr(0))}), not Python source")
+    try:
+        code = compile(source, str(p), "exec", dont_inherit=True)
+    except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as err:
+        line = getattr(err, "lineno", None)
+        reason = err.msg if isinstance(err, SyntaxError) and err.msg else _first_line(err)
+        kind = type(err).__name__ if isinstance(err, SyntaxError) else ""
+        raise UserError(f"{p}{f':{line}' if line else ''}: {fail}: {kind + ': ' if kind else ''}{reason}") from None
+    module = ModuleType(f"_mtcnn_{what}_{p.stem}")  # not in sys.modules: loading twice loads anew
+    module.__file__ = str(p)
+    try:
+        exec(code, module.__dict__)  # noqa: S102 -- running the config file is what loading it means
+    except UserError:
+        raise  # e.g. a config file that loads another one that is missing
+    except (Exception, SystemExit) as err:  # noqa: BLE001 -- any failure of the user's file is reported, not raised
+        raise UserError(f"{_where(p, err)}: {fail}: {_first_line(err)}") from None
     return module
 
 
-def load_config(spec: str) -> ml_collections.ConfigDict:
-    """``"path/to/config.py[:arg]"`` → ``get_config(arg)`` of that file (validated later).
+def load_config(spec: str) -> Any:
+    """``"path/to/config.py[:arg]"`` or ``"name[:arg]"`` → ``get_config(arg)`` of that file (validated later).
 
-    A relative path is looked up from the current directory, then from the repository.
+    The file is found by :func:`find_config`. Any failure of ``get_config`` is a
+    one-line :class:`UserError` (a ``ValueError`` is taken as a bad ``arg``:
+    ``"<spec>: <message>"``; another exception names the file, the line and the
+    exception).
     """
     path, _, arg = spec.partition(":")
     module = load_module(path)
-    if not hasattr(module, "get_config"):
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
         raise UserError(f"{path}: no get_config(arg) function")
     try:
-        return module.get_config(arg or None)
+        return get_config(arg or None)
+    except UserError:
+        raise
     except ValueError as err:
-        raise UserError(f"{spec}: {str(err).splitlines()[0]}") from None
+        lines = str(err).strip().splitlines()
+        raise UserError(f"{spec}: {lines[0] if lines else 'ValueError'}") from None
+    except (Exception, SystemExit) as err:  # noqa: BLE001
+        file = Path(module.__file__ or path)
+        raise UserError(f"{_where(file, err)}: get_config({arg or None!r}) failed: {_first_line(err)}") from None
 
 
-def _parse_value(text: str, current):
+def _parse_value(text: str, current: Any) -> Any:
     if isinstance(current, bool):
         low = text.strip().lower()
         if low in ("true", "1", "yes"):
@@ -152,6 +267,8 @@ def _parse_value(text: str, current):
 
 def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
     """Set ``config.<key>`` (dotted) from the command-line ``text``; unknown keys are an error."""
+    import ml_collections  # noqa: PLC0415
+
     parts = key.split(".")
     node = config
     for i, name in enumerate(parts):
@@ -200,6 +317,8 @@ def split_overrides(argv: Iterable[str]) -> tuple[list[tuple[str, str]], list[st
 
 def get(spec: str, overrides: Iterable[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
     """Load ``spec``, apply ``overrides``, validate; the config the trainer runs."""
+    import ml_collections  # noqa: PLC0415
+
     config = load_config(spec)
     if not isinstance(config, ml_collections.ConfigDict):
         raise UserError(f"{spec}: get_config must return an ml_collections.ConfigDict")
@@ -213,6 +332,8 @@ def get(spec: str, overrides: Iterable[tuple[str, str]] = ()) -> ml_collections.
 
 
 def _keys(c: ml_collections.ConfigDict, prefix: str = "") -> dict:
+    import ml_collections  # noqa: PLC0415
+
     out = {}
     for k, v in c.items():
         name = prefix + k
@@ -222,7 +343,7 @@ def _keys(c: ml_collections.ConfigDict, prefix: str = "") -> dict:
     return out
 
 
-def _fail(key: str, value, why: str):
+def _fail(key: str, value: Any, why: str) -> NoReturn:
     raise UserError(f"invalid value for config.{key}: {value!r} ({why})")
 
 
@@ -231,6 +352,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
     Raises :class:`UserError` with one line naming the first offending key.
     """
+    import ml_collections  # noqa: PLC0415
+
     schema = _keys(base_config())
     given = _keys(config)
     for k, v in given.items():
@@ -243,7 +366,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         if k not in given:
             raise UserError(f"config key '{k}' is missing")
 
-    def number(k, lo=None, hi=None, lo_open=False, integer=False):
+    def number(k: str, lo: Optional[float] = None, hi: Optional[float] = None, lo_open: bool = False,
+               integer: bool = False) -> None:
         v = given[k]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
             _fail(k, v, "expected an integer" if integer else "expected a number")
@@ -296,7 +420,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
-def check_batch_fits(settings, n_devices: int, n_processes: int = 1) -> None:
+def check_batch_fits(settings: Any, n_devices: int, n_processes: int = 1) -> None:
     """The global batch must split evenly over devices and each type over processes.
 
     ``settings``: a :class:`mtcnn_jax.settings.TrainSettings` (or a config: only ``batch[type]`` is read).
@@ -312,7 +436,7 @@ def check_batch_fits(settings, n_devices: int, n_processes: int = 1) -> None:
             raise UserError(f"invalid value for config.batch.{t}: {b[t]} does not split over {n_processes} hosts")
 
 
-def accept_overrides(parser) -> None:
+def accept_overrides(parser: argparse.ArgumentParser) -> None:
     """Let an argparse (sub-)parser take ``--config.KEY=VALUE`` options.
 
     argparse would reject them as unknown; they are taken out of the arguments
@@ -321,10 +445,11 @@ def accept_overrides(parser) -> None:
     """
     parse_known = parser.parse_known_args
 
-    def parse_known_args(args=None, namespace=None):
+    def parse_known_args(args: Optional[Sequence[str]] = None,
+                         namespace: Optional[argparse.Namespace] = None) -> tuple[argparse.Namespace, list[str]]:
         overrides, rest = split_overrides(args or [])
         ns, extra = parse_known(rest, namespace)
         ns.config_overrides = list(getattr(ns, "config_overrides", [])) + overrides
         return ns, extra
 
-    parser.parse_known_args = parse_known_args
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign, assignment]

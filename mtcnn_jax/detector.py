@@ -40,10 +40,11 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union, overload
 
 import jax
 import numpy as np
+from numpy.typing import ArrayLike
 
 from mtcnn_jax import boxes as bx
 from mtcnn_jax import compilation, models, networks, pretrained, pyramid, tiles
@@ -55,12 +56,15 @@ from mtcnn_jax.pyramid import PYRAMID_MODES
 
 AUTHORS, INCLUSIVE, HALF_OPEN = BoxMode.AUTHORS, BoxMode.INCLUSIVE, BoxMode.HALF_OPEN
 
+#: What ``MTCNN(weights=...)`` takes: None (the authors'), a params dict, or a msgpack file / folder.
+Weights = Union[None, str, "os.PathLike[str]", Dict[str, Any]]
+
 
 # ---------------------------------------------------------------------------
 # Input checks.
 
 
-def as_rgb_uint8(image, name: str = "image") -> np.ndarray:
+def as_rgb_uint8(image: ArrayLike, name: str = "image") -> np.ndarray:
     """Check and convert one image to uint8[H, W, 3] RGB.
 
     Accepts uint8 arrays [H, W, 3] (RGB), [H, W] or [H, W, 1] (grayscale,
@@ -82,7 +86,8 @@ def as_rgb_uint8(image, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _check_settings(min_face_size, factor, thresholds, resize, pyramid) -> Tuple[float, float, Tuple[float, float, float]]:
+def _check_settings(min_face_size: Any, factor: Any, thresholds: Any, resize: str,
+                    pyramid: str) -> Tuple[float, float, Tuple[float, float, float]]:
     try:
         min_face_size = float(min_face_size)
         factor = float(factor)
@@ -102,7 +107,7 @@ def _check_settings(min_face_size, factor, thresholds, resize, pyramid) -> Tuple
     return min_face_size, factor, thresholds
 
 
-def _check_overlaps(nms_thresholds) -> Tuple[float, float, float, float]:
+def _check_overlaps(nms_thresholds: Any) -> Tuple[float, float, float, float]:
     """Four NMS overlap thresholds in [0, 1] (NaN or inf would keep or drop every box silently)."""
     try:
         values = tuple(float(t) for t in nms_thresholds)
@@ -113,7 +118,7 @@ def _check_overlaps(nms_thresholds) -> Tuple[float, float, float, float]:
     return values  # type: ignore[return-value]
 
 
-def _load_weights(weights) -> dict:
+def _load_weights(weights: Weights) -> dict:
     """``None`` → the authors' weights; a dict of params; or a msgpack file / a folder holding ``params.msgpack``."""
     if weights is None:
         return pretrained.load_pretrained()
@@ -165,10 +170,10 @@ class MTCNN:
         nms_thresholds: Sequence[float] = (0.5, 0.7, 0.7, 0.7),
         flip_landmarks: bool = False,
         resize: str = "antialiased",
-        weights: Union[None, str, os.PathLike, dict] = None,
+        weights: Weights = None,
         compilation_cache: bool = True,
         pyramid: str = "chained",
-    ):
+    ) -> None:
         if compilation_cache:
             compilation.enable_persistent_cache()
         self.min_face_size, self.factor, self.thresholds = _check_settings(
@@ -186,7 +191,13 @@ class MTCNN:
 
     # -- public API ---------------------------------------------------------
 
-    def detect(self, images) -> Union[Faces, List[Faces]]:
+    @overload
+    def detect(self, images: np.ndarray) -> Faces: ...
+
+    @overload
+    def detect(self, images: Sequence[np.ndarray]) -> List[Faces]: ...
+
+    def detect(self, images: Union[np.ndarray, Sequence[np.ndarray]]) -> Union[Faces, List[Faces]]:
         """Detect faces in one image (uint8[H, W, 3] RGB) or a list of images of any sizes.
 
         Returns :class:`Faces` for one image, a list of them for a list. Images
@@ -348,13 +359,21 @@ def _landmarks(boxes: np.ndarray, fractions: np.ndarray) -> np.ndarray:
     return np.stack([b[:, 0:1] + w[:, None] * fractions[:, :5], b[:, 1:2] + h[:, None] * fractions[:, 5:]], axis=2)
 
 
-def _per_image(outputs, boxes_per_image) -> list:
+def _per_image(outputs: Sequence[np.ndarray], boxes_per_image: Sequence[np.ndarray]) -> list:
     """A crop network's outputs for the boxes of all images, in order → one tuple of outputs per image."""
     ends = np.cumsum([len(b) for b in boxes_per_image])
     return [tuple(o[end - len(b) : end] for o in outputs) for b, end in zip(boxes_per_image, ends)]
 
 
-def detect(images, **settings) -> Union[Faces, List[Faces]]:
+@overload
+def detect(images: np.ndarray, **settings: Any) -> Faces: ...
+
+
+@overload
+def detect(images: Sequence[np.ndarray], **settings: Any) -> List[Faces]: ...
+
+
+def detect(images: Union[np.ndarray, Sequence[np.ndarray]], **settings: Any) -> Union[Faces, List[Faces]]:
     """Functional form: ``MTCNN(**settings).detect(images)`` (the detector is cached per settings)."""
     key = tuple(sorted((k, v if not isinstance(v, list) else tuple(v)) for k, v in settings.items() if k != "weights"))
     if "weights" in settings and settings["weights"] is not None:
@@ -365,4 +384,4 @@ def detect(images, **settings) -> Union[Faces, List[Faces]]:
     return det.detect(images)
 
 
-_DETECTORS: dict = {}
+_DETECTORS: Dict[tuple, MTCNN] = {}

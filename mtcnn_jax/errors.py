@@ -22,7 +22,7 @@ class UserError(Exception):
 class ImageError(UserError):
     """An image that cannot be used: ``str(err)`` is ``"<path>: <reason>"``."""
 
-    def __init__(self, path, reason: str):
+    def __init__(self, path: Union[str, os.PathLike], reason: str) -> None:
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
@@ -35,7 +35,7 @@ class FormatError(UserError):
     ``reason`` are kept as attributes.
     """
 
-    def __init__(self, filename: Union[str, os.PathLike], lineno: Optional[int], reason: str):
+    def __init__(self, filename: Union[str, os.PathLike], lineno: Optional[int], reason: str) -> None:
         self.filename = os.fspath(filename)
         self.lineno = lineno
         self.reason = reason

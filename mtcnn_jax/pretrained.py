@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Mapping
+from typing import Any, Dict, Mapping
 
 import flax.serialization
 import jax
@@ -37,7 +37,7 @@ def save_params(path: os.PathLike, params: Mapping[str, object]) -> None:
     write_atomically(path, flax.serialization.msgpack_serialize(tree))
 
 
-def _check_stage(stage: str, params) -> None:
+def _check_stage(stage: str, params: Any) -> None:
     """Raise WeightsError unless ``params`` has exactly the shapes of ``stage``'s network."""
     if not isinstance(params, dict):
         raise WeightsError(f"{stage}: expected a mapping of layers, got {type(params).__name__}")

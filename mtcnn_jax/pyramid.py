@@ -13,7 +13,7 @@ about three images' worth (see :func:`sources`).
 from __future__ import annotations
 
 import math
-from typing import List, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 
@@ -95,7 +95,8 @@ class Levels:
     so the levels can be made while P-Net runs on the earlier ones.
     """
 
-    def __init__(self, images, min_face_size: float, factor: float, mode: str = "chained", method: str = "antialiased"):
+    def __init__(self, images: Sequence[np.ndarray], min_face_size: float, factor: float, mode: str = "chained",
+                 method: str = "antialiased") -> None:
         self.images, self.method = images, method
         self.sizes: List[Tuple[int, int]] = []
         self.owner: List[Tuple[int, float]] = []
