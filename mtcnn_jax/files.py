@@ -18,6 +18,7 @@ import json
 import math
 import os
 import secrets
+import stat
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator, List, Mapping, Optional, Union
@@ -53,14 +54,32 @@ def atomic_path(path: PathLike, suffix: str = "") -> Iterator[Path]:
         raise
 
 
+def is_special(path: PathLike) -> bool:
+    """Whether ``path`` exists and is neither a regular file nor a folder (a device, a pipe, a socket).
+
+    Such a target is written into directly: replacing it by a rename would remove
+    the device (``/dev/null``) or the pipe the user gave.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def write_atomically(path: PathLike, data: Union[bytes, str]) -> None:
     """Write ``data`` (bytes, or text as UTF-8) to ``path`` through a temporary file and a rename.
 
     The temporary file is created exclusively (never through an existing file or
-    link) and flushed to disk before the rename. Raises ``OSError``.
+    link) and flushed to disk before the rename. A device or pipe at ``path``
+    (:func:`is_special`) is written into instead. Raises ``OSError``.
     """
     if isinstance(data, str):
         data = data.encode("utf-8")
+    if is_special(path):  # a device or a pipe (/dev/null, /dev/stdout): renaming would replace it
+        with open(path, "wb") as f:
+            f.write(data)
+        return
     with atomic_path(path) as tmp:
         with open(tmp, "xb") as f:
             f.write(data)

@@ -1,12 +1,13 @@
 """Reading untrusted image files into RGB arrays.
 
 Images come from users and are treated as hostile: before any pixel is decoded,
-the file's header is parsed here (JPEG, PNG, BMP, WebP, TIFF) to read the image
-size and to check that the file is complete. A file whose header announces more
-than ``max_pixels`` pixels (a decompression bomb) is refused without being
-decoded; a truncated JPEG or PNG is refused instead of being decoded with the
-missing part filled in. Every failure is an :class:`~mtcnn_jax.errors.ImageError`
-whose message is one line, ``"<path>: <reason>"``.
+the file's header is read for the image size (by Pillow's format plugins: JPEG,
+PNG, BMP, TIFF; WebP here) and the file is checked to be complete. A file whose
+header announces more than ``max_pixels`` pixels (a decompression bomb) is refused
+without being decoded; a truncated file is refused instead of being decoded with
+the missing part filled in, and so is one whose decoder (OpenCV's) reports damaged
+data. Every failure is an :class:`~mtcnn_jax.errors.ImageError` whose message is
+one line, ``"<path>: <reason>"``.
 
 Conversion to ``uint8[H, W, 3]`` RGB (what :func:`load_image` returns):
 
@@ -28,16 +29,18 @@ Coordinates: arrays are indexed ``[y, x, channel]``; x grows to the right, y dow
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
-import struct
 import sys
 import tempfile
 import threading
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+import warnings
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from PIL import BmpImagePlugin, Image, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
 
 from mtcnn_jax.errors import ImageError
 
@@ -70,194 +73,110 @@ class _Bad(Exception):
 
 
 # --------------------------------------------------------------------------- headers
+# Pillow's format plugins read the headers; OpenCV decodes. The plugins' reader classes are
+# called directly: Image.open() would also apply Pillow's process-wide MAX_IMAGE_PIXELS (a
+# warning above 89 MP, an error above 179 MP) where ``max_pixels`` is the limit, and turn some
+# JPEGs into MPO images. Whether the file is complete, which Pillow does not check when it
+# opens one, is checked here.
 
 
-def _u16be(d: bytes, i: int) -> int:
-    return struct.unpack_from(">H", d, i)[0]
+def _jpeg_header(data: bytes) -> ImageHeader:
+    fp = io.BytesIO(data)
+    im = JpegImagePlugin.JpegImageFile(fp)
+    # Pillow stops at the first start-of-scan. Entropy-coded data never holds 0xFF 0xD9, so the
+    # end-of-image marker must follow (an EXIF thumbnail's, before it, does not count).
+    if data.rfind(b"\xff\xd9") < fp.tell():  # from the end: found at once in a complete file
+        raise _Bad("truncated JPEG (no end-of-image marker)")
+    exif = Image.Exif()  # EXIF only, as OpenCV reads it (Image.getexif() would also read XMP)
+    exif.load(im.info.get("exif", b""))
+    orientation = exif.get(0x0112, 1)
+    return ImageHeader("JPEG", *im.size, orientation if type(orientation) is int and 1 <= orientation <= 8 else 1)
 
 
-def _u32be(d: bytes, i: int) -> int:
-    return struct.unpack_from(">I", d, i)[0]
-
-
-def _png_header(d: bytes) -> ImageHeader:
-    """Walk the PNG chunks: IHDR must come first and the IEND chunk must be present."""
-    n = len(d)
-    if n < 33 or d[12:16] != b"IHDR" or _u32be(d, 8) != 13:
-        raise _Bad("truncated or corrupt PNG (no IHDR chunk)")
-    width, height = _u32be(d, 16), _u32be(d, 20)
-    pos = 8
-    while True:
-        if pos + 12 > n:
-            raise _Bad("truncated PNG (no IEND chunk)")
-        length = _u32be(d, pos)
-        if length > 0x7FFFFFFF:
-            raise _Bad("corrupt PNG (bad chunk length)")
-        if d[pos + 4 : pos + 8] == b"IEND":
+def _png_header(data: bytes) -> ImageHeader:
+    """Pillow reads up to the first IDAT chunk; from there the chunks are walked to IEND by
+    their lengths (the image data's checksums are libpng's to judge when it decodes)."""
+    fp = io.BytesIO(data)
+    im = PngImagePlugin.PngImageFile(fp)
+    chunks = PngImagePlugin.ChunkStream(fp)
+    fp.seek(im.tile[0][2] - 8)  # the first IDAT chunk, where PngImageFile.verify() starts
+    while fp.tell() + 12 <= len(data):
+        cid, pos, length = chunks.read()
+        if pos + length + 4 > len(data):
             break
-        pos += 12 + length
-    return ImageHeader("PNG", width, height)
+        if cid == b"IEND":
+            return ImageHeader("PNG", *im.size)
+        fp.seek(pos + length + 4)
+    raise _Bad("truncated PNG (no IEND chunk)")
 
 
-# Any marker that can end entropy-coded data: 0xFF followed by neither 0x00 (byte
-# stuffing), a restart marker 0xD0-0xD7, nor another 0xFF (fill byte).
-_JPEG_MARKER_IN_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
-# A marker outside entropy-coded data: 0xFF (any fill bytes) then a byte that is not 0xFF.
-_JPEG_MARKER = re.compile(rb"\xff([^\xff])")
-_JPEG_MAX_MARKERS = 100_000  # real files have tens; bounds the work on hostile ones
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+def _bmp_header(data: bytes) -> ImageHeader:
+    im = BmpImagePlugin.BmpImageFile(io.BytesIO(data))
+    codec, _, offset, args = im.tile[0]
+    if codec == "raw" and isinstance(args, tuple) and offset + args[1] * im.size[1] > len(data):  # bytes per row
+        raise _Bad("truncated BMP (pixel data shorter than the header says)")
+    return ImageHeader("BMP", *im.size)
 
 
-def _exif_orientation(seg: bytes) -> int:
-    """EXIF orientation (1..8) from an APP1 payload starting with ``Exif\\0\\0``; 1 if absent."""
-    t = seg[6:]
-    try:
-        if t[:4] == b"II*\x00":
-            e = "<"
-        elif t[:4] == b"MM\x00*":
-            e = ">"
-        else:
-            return 1
-        ifd = struct.unpack_from(e + "I", t, 4)[0]
-        count = struct.unpack_from(e + "H", t, ifd)[0]
-        for k in range(count):
-            tag, typ, cnt = struct.unpack_from(e + "HHI", t, ifd + 2 + 12 * k)
-            if tag == 0x0112 and typ == 3 and cnt == 1:
-                value = struct.unpack_from(e + "H", t, ifd + 2 + 12 * k + 8)[0]
-                return value if 1 <= value <= 8 else 1
-    except struct.error:
-        pass
-    return 1
-
-
-def _jpeg_header(d: bytes) -> ImageHeader:
-    """Walk the JPEG markers up to the end-of-image marker (EOI, FFD9).
-
-    The size is that of the first SOFn frame header (as libjpeg reads it). Data
-    after EOI is allowed (some cameras append some); a file that ends before EOI
-    is truncated.
-    """
-    n = len(d)
-    pos = 2
-    size = None
-    orientation = 1
-    for _ in range(_JPEG_MAX_MARKERS):
-        # Expect a marker; tolerate stray bytes and fill bytes before it, as libjpeg does.
-        m = _JPEG_MARKER.search(d, pos)
-        if m is None:
-            raise _Bad("truncated JPEG (no end-of-image marker)")
-        marker = m.group(1)[0]
-        pos = m.end()
-        if marker == 0xD9:  # EOI
-            break
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8 or marker == 0x00:
-            continue  # stand-alone markers (and a stray stuffed byte)
-        if pos + 2 > n:
-            raise _Bad("truncated JPEG (no end-of-image marker)")
-        length = _u16be(d, pos)
-        if length < 2:
-            raise _Bad("corrupt JPEG (bad segment length)")
-        seg = d[pos + 2 : pos + length]
-        if pos + length > n:
-            raise _Bad("truncated JPEG (no end-of-image marker)")
-        if marker in _JPEG_SOF and size is None:
-            if len(seg) < 5:
-                raise _Bad("corrupt JPEG (short frame header)")
-            height, width = _u16be(seg, 1), _u16be(seg, 3)
-            if height == 0:
-                raise _Bad("unsupported JPEG (height given by a DNL marker)")
-            size = (width, height)
-        elif marker == 0xE1 and seg[:6] == b"Exif\x00\x00" and orientation == 1:
-            orientation = _exif_orientation(seg)
-        pos += length
-        if marker == 0xDA:  # start of scan: skip the entropy-coded data
-            if size is None:
-                raise _Bad("corrupt JPEG (scan before frame header)")
-            m = _JPEG_MARKER_IN_SCAN.search(d, pos)
-            if m is None:
-                raise _Bad("truncated JPEG (no end-of-image marker)")
-            pos = m.start()
-    else:
-        raise _Bad("corrupt JPEG (too many markers)")
-    if size is None:
-        raise _Bad("corrupt JPEG (no frame header)")
-    return ImageHeader("JPEG", size[0], size[1], orientation)
-
-
-def _bmp_header(d: bytes) -> ImageHeader:
-    if len(d) < 26:
-        raise _Bad("truncated BMP (short header)")
-    offset, dib = struct.unpack_from("<II", d, 10)
-    if dib == 12:  # BITMAPCOREHEADER
-        width, height, _, bpp = struct.unpack_from("<HHHH", d, 18)
-        compression = 0
-    else:
-        if len(d) < 34:
-            raise _Bad("truncated BMP (short header)")
-        width, height, _, bpp, compression = struct.unpack_from("<iiHHI", d, 18)
-    height = abs(height)  # negative height: rows stored top-down
-    if width <= 0 or bpp == 0:
-        raise _Bad("corrupt BMP header")
-    if compression in (0, 3):  # uncompressed: the pixel array size is known
-        stride = (width * bpp + 31) // 32 * 4
-        if offset + stride * height > len(d):
-            raise _Bad("truncated BMP (pixel data shorter than the header says)")
-    return ImageHeader("BMP", width, height)
+def _tiff_header(data: bytes) -> ImageHeader:
+    """The first directory, by Pillow's TIFF tag reader (TiffImageFile would refuse layouts
+    that OpenCV decodes, e.g. float RGB, which :func:`to_rgb8` then names)."""
+    ifd = TiffImagePlugin.ImageFileDirectory_v2(data[:16] if data[2] == 43 else data[:8])
+    fp = io.BytesIO(data)
+    fp.seek(ifd.next)
+    with warnings.catch_warnings(record=True) as problems:  # the reader warns (and stops early)
+        warnings.simplefilter("always")
+        ifd.load(fp)
+        tags = {t: ifd[t] for t in (256, 257, 273, 279, 324, 325) if t in ifd}
+    if problems:
+        raise _Bad("truncated or corrupt TIFF (unreadable directory)")
+    tags = {t: v if isinstance(v, tuple) else (v,) for t, v in tags.items()}
+    if 256 not in tags or 257 not in tags:
+        raise _Bad("corrupt TIFF (no image width or length)")
+    for offsets, counts in ((273, 279), (324, 325)):  # strips, tiles: inside the file
+        if any(int(o) + int(c) > len(data) for o, c in zip(tags.get(offsets, ()), tags.get(counts, ()))):
+            raise _Bad("truncated TIFF (image data beyond the end of the file)")
+    return ImageHeader("TIFF", int(tags[256][0]), int(tags[257][0]))
 
 
 def _webp_header(d: bytes) -> ImageHeader:
+    """The canvas size from the first chunk. Not by Pillow: its WebP reader creates libwebp's
+    decoder, which allocates the whole canvas, and applies Pillow's own pixel limit, when the
+    file is opened, before ``max_pixels`` could refuse a bomb."""
     if len(d) < 30:
         raise _Bad("truncated WebP (short header)")
-    if 8 + struct.unpack_from("<I", d, 4)[0] > len(d):
+    if 8 + int.from_bytes(d[4:8], "little") > len(d):
         raise _Bad("truncated WebP (file shorter than its RIFF size)")
-    chunk = d[12:16]
-    if chunk == b"VP8X":
-        width = 1 + int.from_bytes(d[24:27], "little")
-        height = 1 + int.from_bytes(d[27:30], "little")
-    elif chunk == b"VP8L":
-        if d[20] != 0x2F:
-            raise _Bad("corrupt WebP (bad lossless signature)")
-        bits = struct.unpack_from("<I", d, 21)[0]
-        width, height = 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
-    elif chunk == b"VP8 ":
-        if d[23:26] != b"\x9d\x01\x2a":
-            raise _Bad("corrupt WebP (bad lossy start code)")
-        width, height = (v & 0x3FFF for v in struct.unpack_from("<HH", d, 26))
-    else:
-        raise _Bad("unsupported WebP variant")
-    return ImageHeader("WebP", width, height)
+    if d[12:16] == b"VP8X":
+        return ImageHeader("WebP", 1 + int.from_bytes(d[24:27], "little"), 1 + int.from_bytes(d[27:30], "little"))
+    if d[12:16] == b"VP8L" and d[20] == 0x2F:
+        bits = int.from_bytes(d[21:25], "little")
+        return ImageHeader("WebP", 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF))
+    if d[12:16] == b"VP8 " and d[23:26] == b"\x9d\x01\x2a":
+        return ImageHeader("WebP", int.from_bytes(d[26:28], "little") & 0x3FFF,
+                           int.from_bytes(d[28:30], "little") & 0x3FFF)
+    raise _Bad("corrupt or unsupported WebP header")
 
 
-_TIFF_TYPE_SIZE = {3: 2, 4: 4}  # SHORT, LONG
+def _accepts(name: str) -> Callable[[bytes], bool]:
+    """The test of a file's first bytes that Pillow's registry (Image.OPEN) holds for a plugin
+    (a str it returns is a notice that the plugin cannot read the file: not accepted)."""
+    accept = Image.OPEN[name][1]
+    return lambda prefix: accept is not None and not isinstance(ok := accept(prefix), str) and bool(ok)
 
 
-def _tiff_header(d: bytes) -> ImageHeader:
-    """First IFD of a classic TIFF: size, and strips/tiles must lie inside the file."""
-    e = "<" if d[:2] == b"II" else ">"
-    try:
-        ifd = struct.unpack_from(e + "I", d, 4)[0]
-        count = struct.unpack_from(e + "H", d, ifd)[0]
-        tags = {}
-        for k in range(count):
-            tag, typ, cnt = struct.unpack_from(e + "HHI", d, ifd + 2 + 12 * k)
-            if typ not in _TIFF_TYPE_SIZE:
-                continue
-            size = _TIFF_TYPE_SIZE[typ]
-            at = ifd + 2 + 12 * k + 8
-            if cnt * size > 4:
-                at = struct.unpack_from(e + "I", d, at)[0]
-            fmt = e + str(cnt) + ("H" if size == 2 else "I")
-            tags[tag] = struct.unpack_from(fmt, d, at)
-    except struct.error:
-        raise _Bad("truncated or corrupt TIFF (unreadable directory)") from None
-    if 256 not in tags or 257 not in tags:
-        raise _Bad("corrupt TIFF (no image width or length)")
-    width, height = tags[256][0], tags[257][0]
-    for offsets_tag, counts_tag in ((273, 279), (324, 325)):  # strips, tiles
-        offsets, counts = tags.get(offsets_tag, ()), tags.get(counts_tag, ())
-        if any(o + c > len(d) for o, c in zip(offsets, counts)):
-            raise _Bad("truncated TIFF (image data beyond the end of the file)")
-    return ImageHeader("TIFF", width, height)
+#: (format, accepts(first 16 bytes), header reader), tried in order.
+_FORMATS = (
+    ("JPEG", _accepts("JPEG"), _jpeg_header),
+    ("PNG", _accepts("PNG"), _png_header),
+    ("BMP", _accepts("BMP"), _bmp_header),
+    ("WebP", lambda p: p[:4] == b"RIFF" and p[8:12] == b"WEBP", _webp_header),
+    ("TIFF", _accepts("TIFF"), _tiff_header),
+)
+_HEADER_LOCK = threading.Lock()
+#: What a complete file holds, and the reason given where Pillow cannot read the header at all.
+_END_MARKERS = {"JPEG": (b"\xff\xd9", "truncated JPEG (no end-of-image marker)"),
+                "PNG": (b"IEND", "truncated PNG (no IEND chunk)")}
 
 
 def read_header(data: bytes, path: os.PathLike | str = "<bytes>") -> ImageHeader:
@@ -272,25 +191,26 @@ def read_header(data: bytes, path: os.PathLike | str = "<bytes>") -> ImageHeader
       ImageError: empty, not one of :data:`SUPPORTED_FORMATS`, truncated or corrupt.
     """
     data = bytes(data)
+    if not data:
+        raise ImageError(path, "empty file")
+    found = next((f for f in _FORMATS if f[1](data[:16])), None)
+    if found is None:
+        raise ImageError(path, "not a supported image (" + ", ".join(SUPPORTED_FORMATS) + ")")
+    fmt, _, reader = found
     try:
-        if not data:
-            raise _Bad("empty file")
-        if data[:8] == b"\x89PNG\r\n\x1a\n":
-            header = _png_header(data)
-        elif data[:3] == b"\xff\xd8\xff":
-            header = _jpeg_header(data)
-        elif data[:2] == b"BM":
-            header = _bmp_header(data)
-        elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-            header = _webp_header(data)
-        elif data[:4] in (b"II*\x00", b"MM\x00*"):
-            header = _tiff_header(data)
-        else:
-            raise _Bad("not a supported image (" + ", ".join(SUPPORTED_FORMATS) + ")")
+        # Pillow warns about metadata it skips (EXIF, APNG): not the user's concern. The warning
+        # filters are process-wide: one thread at a time changes them.
+        with _HEADER_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            header = reader(data)
     except _Bad as bad:
         raise ImageError(path, str(bad)) from None
-    except struct.error:
-        raise ImageError(path, "truncated or corrupt image header") from None
+    except Exception as err:  # noqa: BLE001 -- Pillow's readers raise many types on hostile bytes
+        marker, truncated = _END_MARKERS.get(fmt, (b"", ""))
+        if marker and marker not in data:
+            raise ImageError(path, truncated) from None
+        detail = " ".join(str(err).split())[:120] or type(err).__name__
+        raise ImageError(path, f"corrupt {fmt} header ({detail})") from None
     if header.width <= 0 or header.height <= 0:
         raise ImageError(path, f"invalid image size {header.width}x{header.height}")
     return header
@@ -314,6 +234,24 @@ _CORRUPTION = re.compile(
 _DECODE_LOCK = threading.Lock()
 
 
+@contextlib.contextmanager
+def _native_stderr_to(fd: int):
+    """Point file descriptor 2, where C libraries write, at ``fd`` inside the block (Python's
+    ``sys.stderr`` is flushed first). Where there is no usable descriptor 2, does nothing."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        os.dup2(fd, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _cv2_decode(data: bytes) -> Tuple[Optional[np.ndarray], str]:
     """cv2.imdecode(IMREAD_UNCHANGED) → ``(array or None, what the C decoders printed)``.
 
@@ -323,32 +261,19 @@ def _cv2_decode(data: bytes) -> Tuple[Optional[np.ndarray], str]:
     process-wide, so decodes run one at a time). OpenCV's own log is silenced.
     """
     logging = cv2.utils.logging
-    with _DECODE_LOCK:
+    with _DECODE_LOCK, tempfile.TemporaryFile() as sink:
         level = logging.getLogLevel()
         logging.setLogLevel(logging.LOG_LEVEL_SILENT)
-        saved = None
         try:
-            sys.stderr.flush()
-            saved = os.dup(2)
-        except (OSError, ValueError, AttributeError):
-            saved = None  # no usable descriptor 2: decode without listening
-        try:
-            with tempfile.TemporaryFile() as sink:
-                if saved is not None:
-                    os.dup2(sink.fileno(), 2)
+            with _native_stderr_to(sink.fileno()):
                 try:
                     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
                 except cv2.error:
                     decoded = None
-                finally:
-                    if saved is not None:
-                        os.dup2(saved, 2)
-                sink.seek(0)
-                messages = sink.read(1 << 16).decode("utf-8", "replace")
         finally:
-            if saved is not None:
-                os.close(saved)
             logging.setLogLevel(level)
+        sink.seek(0)
+        messages = sink.read(1 << 16).decode("utf-8", "replace")
     return decoded, messages
 
 
@@ -369,19 +294,8 @@ def quiet_native_stderr():
     only (decoding itself, without it, is thread-safe). Python's ``sys.stderr``
     is flushed first and is unaffected afterwards.
     """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):
-        yield  # no usable descriptor 2: nothing to silence
-        return
-    try:
-        with open(os.devnull, "wb") as sink:
-            os.dup2(sink.fileno(), 2)
+    with open(os.devnull, "wb") as sink, _native_stderr_to(sink.fileno()):
         yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _orient(image: np.ndarray, orientation: int) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import List, NamedTuple, Optional, Sequence, Set
 import cv2
 import numpy as np
 
-from mtcnn_jax import images
+from mtcnn_jax import files, images
 from mtcnn_jax.draw import annotate
 from mtcnn_jax.errors import ImageError, UserError
 from mtcnn_jax.files import write_atomically
@@ -68,7 +68,7 @@ class OutputPolicy:
         for folder in self.input_folders:
             if real == folder or real.startswith(folder.rstrip(os.sep) + os.sep):
                 return f"lies inside the input folder {folder}"
-        if os.path.lexists(path):
+        if os.path.lexists(path) and not files.is_special(path):  # writing into /dev/null replaces nothing
             return "exists"
         return None
 

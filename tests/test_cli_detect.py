@@ -127,7 +127,7 @@ def test_json_schema_rounding_and_summary(tmp_path, capsys, fake):
         "height": 30,
         "faces": [{
             "box": [10.12, 7.5, 30.0, 22.49],
-            "score": 0.9877,
+            "score": float(np.float32(0.987654321)),  # the float32 score, not rounded
             "landmarks": [[16.0, 12.0], [24.0, 12.0], [20.0, 15.0], [16.8, 18.0], [23.2, 18.0]],
         }],
     }]

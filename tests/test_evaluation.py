@@ -398,8 +398,40 @@ def test_runner_predictions_are_what_predictions_json_reads_back(tmp_path):
     assert cv2.imwrite(str(tmp_path / "a.png"), np.full((30, 40, 3), 128, np.uint8))
     run = detect_images(_OneFace(), str(tmp_path), ["a.png"], progress=False)
     assert run.entries == [{"path": "a.png", "width": 40, "height": 30, "faces": [
-        {"box": [10.0, 20.0, 50.0, 70.0], "score": 0.9, "landmarks": [[0.0, 0.0]] * 5}]}]
+        {"box": [10.0, 20.0, 50.0, 70.0], "score": float(np.float32(0.9)),  # the float32 score, exactly
+         "landmarks": [[0.0, 0.0]] * 5}]}]
     faces = run.predictions["a.png"]
     assert faces.boxes.dtype == np.float32 and faces.scores.dtype == np.float64
     back = parse_predictions(json.loads(format_json(run.entries)))["a.png"]
     np.testing.assert_array_equal(back.boxes, faces.boxes)
+    np.testing.assert_array_equal(back.scores, faces.scores)
+
+
+def test_ap_from_predictions_json_is_the_ap_of_the_detections(data_dir, reference_dir, tmp_path):
+    """Scores written by faces_to_json and read back give exactly the AP of the detections in
+    memory. The detections: facenet-pytorch's on the shared WIDER subset, their scores made
+    float32 and crowded just below 1.0 as MTCNN's are; at 4 decimals (what predictions.json
+    used to keep) many of them tie and the AP moves."""
+    from mtcnn_jax.evaluation.predictions import PredictionsWriter, faces_to_json
+    from mtcnn_jax.evaluation.runner import wider_metrics
+    from mtcnn_jax.faces import Faces
+
+    root = data_dir / "widerface_val_subset"
+    records = read_wider_gt(root / "wider_face_val_bbx_gt_subset.txt")
+    reference = read_predictions(reference_dir / "widerface_val_subset.facenet.json")
+    memory = {}
+    for path, f in reference.items():
+        scores = (1 - (1 - f.scores) / 100).astype(np.float32)  # 0.7 -> 0.997, as MTCNN's crowd
+        memory[path] = Faces(f.boxes, scores.astype(np.float64), f.landmarks)
+    writer = PredictionsWriter(tmp_path / "predictions.json")
+    for path, f in memory.items():
+        writer.write(faces_to_json(path, np.zeros((1, 1, 3), np.uint8), f))
+    writer.close()
+    back = read_predictions(tmp_path / "predictions.json")
+    for path in memory:
+        np.testing.assert_array_equal(back[path].scores, memory[path].scores)
+    expected, _ = wider_metrics(memory, records)
+    got, _ = wider_metrics(back, records)
+    assert got == expected
+    rounded = {p: f._replace(scores=np.round(f.scores, 4)) for p, f in memory.items()}
+    assert wider_metrics(rounded, records)[0] != expected  # what full precision is for

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -270,6 +271,53 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path, no_decoding, ma
     reason = _reason(path)
     assert reason.startswith("image too large: 50000x50000 pixels")
     assert "limit is 100.0" in reason
+
+
+def test_pillow_own_pixel_limit_neither_fires_nor_changes():
+    """Headers are read by Pillow's plugins without Image.open's process-wide
+    MAX_IMAGE_PIXELS check: 200 MP (above Pillow's error limit of 2 x 89 MP) is
+    max_pixels' to judge, and Pillow's setting is left as it is."""
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a DecompressionBombWarning would fail the test
+        for make in (_bomb_png, _bomb_jpeg):
+            assert images.read_header(make(20_000, 10_000))[1:3] == (20_000, 10_000)
+            with pytest.raises(ImageError, match="image too large: 20000x10000 pixels"):
+                images.decode_image(make(20_000, 10_000), max_pixels=199_999_999)
+    assert Image.MAX_IMAGE_PIXELS == before
+
+
+def test_truncated_jpeg_with_an_end_marker_in_its_exif_is_refused(tmp_path, no_decoding):
+    """An EXIF thumbnail brings its own end-of-image marker, before the image's scan."""
+    payload = b"Exif\x00\x00II*\x00" + struct.pack("<IH", 8, 0) + b"thumbnail \xff\xd8 ... \xff\xd9"
+    data = ASTRONAUT.read_bytes()
+    data = data[:2] + b"\xff\xe1" + struct.pack(">H", 2 + len(payload)) + payload + data[2:]
+    assert images.read_header(data).format == "JPEG"
+    path = tmp_path / "thumb.jpg"
+    path.write_bytes(data[:-1000])
+    assert _reason(path) == "truncated JPEG (no end-of-image marker)"
+
+
+def test_bad_metadata_gives_one_line_and_no_warning(tmp_path, capfd):
+    """Pillow warns about metadata it cannot read; none of that reaches the user, and a TIFF
+    whose directory is malformed (an image length of 3 values) is refused in one line."""
+    data = b"x" * 48
+    entries = [(256, 3, 1, struct.pack("<HH", 4, 0)), (257, 3, 3, struct.pack("<I", 8 + 2 + 4 * 12 + 4)),
+               (273, 4, 1, struct.pack("<I", 70)), (279, 4, 1, struct.pack("<I", 48))]
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHI", *e[:3]) + e[3] for e in entries)
+    tiff = b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + struct.pack("<HHH", 4, 4, 4) + data
+    exif = b"Exif\x00\x00II*\x00" + struct.pack("<I", 4000)  # the EXIF directory lies beyond its segment
+    jpeg = ASTRONAUT.read_bytes()
+    jpeg = jpeg[:2] + b"\xff\xe1" + struct.pack(">H", 2 + len(exif)) + exif + jpeg[2:]
+    (tmp_path / "dir.tif").write_bytes(tiff)
+    (tmp_path / "exif.jpg").write_bytes(jpeg)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _reason(tmp_path / "dir.tif") == "truncated or corrupt TIFF (unreadable directory)"
+        assert images.read_header(jpeg).orientation == 1 and images.load_image(tmp_path / "exif.jpg").shape == (512, 512, 3)
+    assert caught == [] and capfd.readouterr().err == ""
 
 
 def test_pixel_limit_is_configurable(tmp_path):

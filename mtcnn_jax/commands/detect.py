@@ -15,12 +15,14 @@ is then 1. Bad options give one line on stderr and exit code 2.
 
     {"path": "photos/a.jpg", "width": 640, "height": 480,
      "annotated": "out/a.jpg",
-     "faces": [{"box": [x1, y1, x2, y2], "score": 0.9987,
+     "faces": [{"box": [x1, y1, x2, y2], "score": 0.9987000226974487,
                 "landmarks": [[x, y], ...5: left eye, right eye, nose,
                               left mouth corner, right mouth corner]}]}
 
 in pixels of the (upright) input image, boxes and landmarks rounded to 2
-decimals, scores to 4. ``path`` is the path as given, or folder-as-given/
+decimals; scores at full precision (the detector's float32 value, read back
+exactly, so that AP computed from the file is that of the detections).
+``path`` is the path as given, or folder-as-given/
 relative-path for files found in a folder; ``annotated`` (with ``--annotate``)
 is the annotated copy made of it. The file is valid JSON after every image, so
 an interrupted run (Ctrl-C: exit code 130) or a write error keeps every image
@@ -130,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
             if writer is not None:
                 try:
                     writer.write(entry)
+                except BrokenPipeError:
+                    raise  # the reader of stdout went away: the CLI ends quietly (exit 141)
                 except OSError as err:
                     report(f"--json: cannot write {args.json} ({err.strerror or err}); stopped, "
                            f"the {writer.count} images before are kept")
@@ -142,7 +146,12 @@ def run(args: argparse.Namespace) -> int:
         interrupted = True
     finally:
         if writer is not None:
-            writer.close()
+            try:
+                writer.close()
+            except BrokenPipeError:
+                pass
+            except OSError as err:
+                report(f"--json: cannot write {args.json} ({err.strerror or err})")
     print(f"{n_images} image{'' if n_images == 1 else 's'}, {n_faces} face{'' if n_faces == 1 else 's'}, "
           f"{n_errors} error{'' if n_errors == 1 else 's'}" + (f"; interrupted after {n_images} of {len(items)} "
           "images (the results so far are kept)" if interrupted else ""), file=lines)

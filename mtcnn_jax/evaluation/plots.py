@@ -1,10 +1,16 @@
-"""Curves drawn with OpenCV: precision-recall (WIDER FACE), cumulative error distribution
-(landmarks) and ROC (FDDB), as RGB images, without matplotlib.
+"""Curves as RGB images: precision-recall (WIDER FACE), cumulative error distribution
+(landmarks), ROC (FDDB) and the sweeps' metric plots.
 
-Every function returns ``uint8[H, W, 3]`` RGB; :func:`write_png` saves one. The plot area
-maps data ``(x, y)`` linearly onto pixels with ``y`` growing upwards (see
-:func:`data_to_pixels`). Non-finite points are left out of a curve (a curve is broken
-there), so NaN-padded arrays can be passed as they are.
+Drawn with matplotlib (its Agg renderer, no window, no pyplot state) when it is installed
+(``pip install "mtcnn-jax[plots]"``): titles, axis labels with units, a legend, a grid,
+any Unicode text. Without it the same plots are drawn with OpenCV's line primitives and
+Hershey fonts (ASCII only: other characters are spelt out or replaced). matplotlib is
+imported on the first plot, never by ``import mtcnn_jax``.
+
+Every function returns ``uint8[H, W, 3]`` RGB; :func:`write_png` saves one. Both renderers
+put the plot area at :func:`plot_frame` and map data ``(x, y)`` linearly onto its pixels
+with ``y`` growing upwards (see :func:`data_to_pixels`). Non-finite points are left out of
+a curve (a curve is broken there), so NaN-padded arrays can be passed as they are.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 class Curve(NamedTuple):
     """One curve of a plot.
 
-    label: legend text (ASCII; OpenCV's Hershey fonts have no other glyphs).
+    label: legend text ("" for none).
     x, y: float[K] data points, drawn joined in the given order.
     colour: RGB, or None for the next colour of :data:`PALETTE`.
     """
@@ -91,6 +97,21 @@ def _text(img, text, org, scale=0.45, colour=AXIS, thick=1):
     cv2.putText(img, text, (int(org[0]), int(org[1])), _FONT, scale, colour, thick, cv2.LINE_AA)
 
 
+def plot_frame(size: tuple, xlim: tuple, ylim: tuple, title: bool = True, scale: float | None = None) -> Frame:
+    """Where :func:`line_plot` puts the plot area in an image of ``size = (width, height)``:
+    margins of 70 px (left, tick labels and the y label), 20 px (right), 40 px (top, the
+    title; 20 without) and 55 px (bottom, tick labels and the x label), times ``scale``
+    (by default the text size: 1 at 640 x 480, smaller for smaller images, at least 0.75)."""
+    width, height = int(size[0]), int(size[1])
+    s = _text_scale(width, height) if scale is None else scale
+    return Frame(round(70 * s), round((40 if title else 20) * s), width - round(20 * s),
+                 height - round(55 * s), tuple(xlim), tuple(ylim))
+
+
+def _text_scale(width: int, height: int) -> float:
+    return max(0.75, min(1.5, width / 640, height / 480))
+
+
 def line_plot(
     curves: Sequence[Curve],
     *,
@@ -106,19 +127,118 @@ def line_plot(
 
     Args:
       curves: the :class:`Curve` s, drawn in order (later ones on top).
-      title, xlabel, ylabel: ASCII text.
+      title, xlabel, ylabel: text (say the unit in the label, e.g. ``"NME (inter-ocular)"``).
       xlim, ylim: data ranges shown, ``(low, high)`` with ``low < high``.
       size: ``(width, height)`` of the image in pixels.
       legend: ``"lower left"``, ``"lower right"``, ``"upper left"`` or ``"upper right"``.
 
     Returns:
-      uint8[height, width, 3] RGB.
+      uint8[height, width, 3] RGB: matplotlib's drawing when it is installed, else OpenCV's.
     """
-    width, height = int(size[0]), int(size[1])
     if not (xlim[0] < xlim[1] and ylim[0] < ylim[1]):
         raise ValueError(f"empty axis range xlim={xlim}, ylim={ylim}")
+    if legend not in ("lower left", "lower right", "upper left", "upper right"):
+        raise ValueError(f"legend must be 'lower left', 'lower right', 'upper left' or 'upper right', got {legend!r}")
+    mpl = _matplotlib()
+    args = dict(title=title, xlabel=xlabel, ylabel=ylabel, xlim=tuple(xlim), ylim=tuple(ylim),
+                size=(int(size[0]), int(size[1])), legend=legend)
+    if mpl is None:
+        return _opencv_line_plot(curves, **args)
+    return _matplotlib_line_plot(mpl, curves, **args)
+
+
+def _matplotlib():
+    """``(Figure, FigureCanvasAgg)`` from matplotlib, or None when it is not installed."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+        from matplotlib.figure import Figure  # noqa: PLC0415
+    except ImportError:
+        return None
+    return Figure, FigureCanvasAgg
+
+
+def _plain(text: str) -> str:
+    """``text`` as matplotlib shows it literally (``$`` would start mathtext)."""
+    return str(text).replace("$", r"\$")
+
+
+def _hex(rgb) -> str:
+    return "#%02x%02x%02x" % tuple(int(v) for v in rgb)
+
+
+def _matplotlib_line_plot(mpl, curves, *, title, xlabel, ylabel, xlim, ylim, size, legend) -> np.ndarray:
+    """:func:`line_plot` drawn with matplotlib's Agg renderer (no pyplot, no global state)."""
+    Figure, FigureCanvasAgg = mpl
+    width, height = size
+    s = _text_scale(width, height)
+    dpi = 100
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor=_hex(BACKGROUND))
+    canvas = FigureCanvasAgg(fig)
+    f = plot_frame(size, xlim, ylim, bool(title))
+    ax = fig.add_axes((f.left / width, 1 - f.bottom / height, (f.right - f.left) / width, (f.bottom - f.top) / height))
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.grid(True, color=_hex(GRID), linewidth=0.8 * s)
+    ax.set_axisbelow(True)
+    ax.tick_params(labelsize=9 * s, width=0.8 * s, length=3.5 * s, pad=3 * s)
+    for spine in ax.spines.values():
+        spine.set_linewidth(0.8 * s)
+    if title:
+        ax.set_title(_plain(title), fontsize=11 * s, pad=6 * s)
+    ax.set_xlabel(_plain(xlabel), fontsize=10 * s, labelpad=3 * s)
+    ax.set_ylabel(_plain(ylabel), fontsize=10 * s, labelpad=4 * s)
+    line = 2.0 * 72 / dpi  # 2 px, as the OpenCV drawing
+    for k, curve in enumerate(curves):
+        colour = _hex(curve.colour if curve.colour is not None else PALETTE[k % len(PALETTE)])
+        x = np.asarray(curve.x, np.float64).reshape(-1)
+        y = np.asarray(curve.y, np.float64).reshape(-1)
+        ok = np.isfinite(x) & np.isfinite(y)
+        ax.plot(np.where(ok, x, np.nan), np.where(ok, y, np.nan), color=colour, linewidth=line,
+                label=_plain(curve.label) or None, solid_capstyle="butt")
+        alone = ok & ~np.r_[False, ok[:-1]] & ~np.r_[ok[1:], False]  # points with no neighbour to join
+        if alone.any():
+            ax.plot(x[alone], y[alone], "o", color=colour, markersize=5 * s * 72 / dpi)
+    if any(c.label for c in curves):
+        ax.legend(loc=legend, fontsize=9 * s, framealpha=0.9, edgecolor="black", fancybox=False,
+                  borderaxespad=0.6, handlelength=2.0)
+    canvas.draw()
+    rgb = np.asarray(canvas.buffer_rgba())[:height, :width, :3]
+    if rgb.shape[:2] != (height, width):  # Agg rounded the figure size: pad with the background
+        out = np.full((height, width, 3), BACKGROUND, np.uint8)
+        out[: rgb.shape[0], : rgb.shape[1]] = rgb
+        rgb = out
+    return np.ascontiguousarray(rgb)
+
+
+#: Spellings of the non-ASCII characters labels use, for OpenCV's ASCII-only fonts.
+_ASCII_SPELLING = {"≥": ">=", "≤": "<=", "≠": "!=", "±": "+-", "×": "x", "÷": "/", "–": "-", "—": "-",
+                   "−": "-", "…": "...", "µ": "u", "α": "alpha", "β": "beta", "σ": "sigma", "‘": "'",
+                   "’": "'", "“": '"', "”": '"'}
+
+
+def _ascii(text: str) -> str:
+    """``text`` for Hershey fonts: known symbols spelt out (``≥`` -> ``>=``), others ``?``."""
+    text = "".join(_ASCII_SPELLING.get(ch, ch) for ch in str(text))
+    return text.encode("ascii", "replace").decode("ascii")
+
+
+def _opencv_line_plot(
+    curves: Sequence[Curve],
+    *,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    xlim: tuple = (0.0, 1.0),
+    ylim: tuple = (0.0, 1.0),
+    size: tuple = (640, 480),
+    legend: str = "lower left",
+) -> np.ndarray:
+    """:func:`line_plot` drawn with OpenCV (the fallback when matplotlib is absent)."""
+    width, height = int(size[0]), int(size[1])
+    title, xlabel, ylabel = _ascii(title), _ascii(xlabel), _ascii(ylabel)
+    curves = [c._replace(label=_ascii(c.label)) for c in curves]
     img = np.full((height, width, 3), BACKGROUND, np.uint8)
-    frame = Frame(70, 40 if title else 20, width - 20, height - 55, tuple(xlim), tuple(ylim))
+    frame = plot_frame(size, xlim, ylim, bool(title), scale=1.0)
     # grid and ticks
     for v in _ticks(*xlim):
         c = int(round(data_to_pixels(frame, v, ylim[0])[0]))
@@ -188,10 +308,11 @@ def line_plot(
     return img
 
 
-def pr_plot(curves: Sequence[Curve], title: str = "Precision-recall") -> np.ndarray:
+def pr_plot(curves: Sequence[Curve], title: str = "Precision–recall") -> np.ndarray:
     """Precision (y) against recall (x), both in ``[0, 1]``; ``Curve.x`` is the recall,
     ``Curve.y`` the precision. Returns uint8[480, 640, 3] RGB."""
-    return line_plot(curves, title=title, xlabel="recall", ylabel="precision", legend="lower left")
+    return line_plot(curves, title=title, xlabel="recall (fraction of the faces found)",
+                     ylabel="precision (fraction of detections that are faces)", legend="lower left")
 
 
 def ced_plot(
@@ -200,8 +321,8 @@ def ced_plot(
     """Share of images (y, ``[0, 1]``) with NME at most x (``[0, max_error]``); ``Curve.x``
     holds NME thresholds, ``Curve.y`` the fractions. Returns uint8[480, 640, 3] RGB."""
     return line_plot(
-        curves, title=title, xlabel="NME (inter-ocular)", ylabel="fraction of images",
-        xlim=(0.0, max_error), ylim=(0.0, 1.0), legend="lower right",
+        curves, title=title, xlabel="NME (mean landmark error / inter-ocular distance)",
+        ylabel="fraction of images with NME ≤ x", xlim=(0.0, max_error), ylim=(0.0, 1.0), legend="lower right",
     )
 
 
@@ -211,8 +332,9 @@ def roc_plot(
     """True-positive rate (y, ``[0, 1]``) against the number of false positives (x,
     ``[0, max_false_positives]``), as FDDB plots it. Returns uint8[480, 640, 3] RGB."""
     return line_plot(
-        curves, title=title, xlabel="false positives", ylabel="true positive rate",
-        xlim=(0.0, float(max_false_positives)), ylim=(0.0, 1.0), legend="lower right",
+        curves, title=title, xlabel="false positives (count, all images)",
+        ylabel="true positive rate (fraction of faces)", xlim=(0.0, float(max_false_positives)),
+        ylim=(0.0, 1.0), legend="lower right",
     )
 
 

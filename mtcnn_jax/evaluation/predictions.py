@@ -15,8 +15,11 @@ the annotated copy written for it); readers ignore them.
 
 Boxes and landmarks are in input-image pixels. Landmarks are in the order left eye, right
 eye, nose, left mouth corner, right mouth corner ("left" = the image's left); they are
-optional (Haar cascades have none). Written boxes and landmarks are rounded to 2 decimals,
-scores to 4.
+optional (Haar cascades have none). Written boxes and landmarks are rounded to 2 decimals;
+scores are written at full precision (a float32 score as the float64 of the same value, which
+JSON's shortest round-trip form reads back exactly), so that metrics computed from the file
+equal those of the detections in memory: rounding would tie scores that differ (MTCNN scores
+crowd just below 1.0) and move the AP.
 """
 
 from __future__ import annotations
@@ -40,14 +43,15 @@ def faces_to_json(path: str, image: np.ndarray, faces) -> dict:
 
     ``image``: the image the faces were found in (only its shape is used); ``faces``: a
     :class:`~mtcnn_jax.faces.Faces` or any ``(boxes, scores, landmarks)``. Faces without
-    landmarks (None) get no ``"landmarks"`` key.
+    landmarks (None) get no ``"landmarks"`` key. Boxes and landmarks are rounded to 2
+    decimals; scores are kept exactly (``float(np.float32(s))`` for a float32 score).
     """
     boxes = np.asarray(faces[0], dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(faces[1], dtype=np.float64).reshape(-1)
     landmarks = None if faces[2] is None else np.asarray(faces[2], dtype=np.float64).reshape(-1, 5, 2)
     out = []
     for i, (box, score) in enumerate(zip(boxes, scores)):
-        face = {"box": [round(float(v), 2) for v in box], "score": round(float(score), 4)}
+        face = {"box": [round(float(v), 2) for v in box], "score": float(score)}  # full precision
         if landmarks is not None:
             face["landmarks"] = [[round(float(x), 2), round(float(y), 2)] for x, y in landmarks[i]]
         out.append(face)
@@ -76,7 +80,8 @@ class PredictionsWriter:
 
     * a ``.jsonl`` path: JSON Lines, one entry per line, each line written whole;
     * ``"-"``: the :func:`format_json` text on ``stream`` (stdout), entry by entry;
-      :meth:`close` writes the closing bracket;
+      :meth:`close` writes the closing bracket; so is a device or a pipe given as a
+      path (``/dev/stdout``, a named pipe);
     * any other path: the :func:`format_json` text. The file is created (atomically,
       as ``[]``) when the writer is made, and after each :meth:`write` it is again a
       complete, valid JSON list: the new entry replaces the closing ``\n]\n`` and
@@ -91,14 +96,27 @@ class PredictionsWriter:
         self.target = os.fspath(target)
         self.count = 0
         self._stream = stream
+        self._own = None  # a stream this writer opened (a device or a pipe given as a path)
+        self.failed = False  # a write raised: close() then only releases the file
         self._file = None
         self.lines = self.target != "-" and self.target.lower().endswith(".jsonl")
-        if self.target != "-":
+        if self.target != "-" and files.is_special(self.target):  # a device or a pipe: stream into it
+            self._stream = self._own = open(self.target, "w", encoding="utf-8")
+            self.target = "-"
+        elif self.target != "-":
             files.write_atomically(self.target, "" if self.lines else "[]\n")
             self._file = open(self.target, "r+b", buffering=0)
             self._file.seek(0, os.SEEK_END)
 
     def write(self, entry: Mapping[str, Any]) -> None:
+        try:
+            self._write(entry)
+        except OSError:
+            self.failed = True
+            raise
+        self.count += 1
+
+    def _write(self, entry: Mapping[str, Any]) -> None:
         if self.lines:
             self._append(json.dumps(entry) + "\n", rewind=0)
         elif self._file is None:
@@ -106,7 +124,6 @@ class PredictionsWriter:
             self._stream.flush()
         else:
             self._append(("[\n" if self.count == 0 else ",\n") + format_entry(entry) + "\n]\n", rewind=3)
-        self.count += 1
 
     def _append(self, text: str, rewind: int) -> None:
         """Write ``text`` over the last ``rewind`` bytes of the file; on failure put the file back."""
@@ -130,9 +147,15 @@ class PredictionsWriter:
             self._file.close()
             self._file = None
         elif self.target == "-" and self._stream is not None:
-            self._stream.write("[]\n" if self.count == 0 else "\n]\n")
-            self._stream.flush()
-            self._stream = None
+            stream, self._stream = self._stream, None
+            try:
+                if not self.failed:
+                    stream.write("[]\n" if self.count == 0 else "\n]\n")
+                    stream.flush()
+            finally:
+                if self._own is not None:
+                    with contextlib.suppress(OSError) if self.failed else contextlib.nullcontext():
+                        self._own.close()
 
 
 # --------------------------------------------------------------------------- reading

@@ -305,7 +305,8 @@ def build_report(
         curves.append(plots.Curve(f"{label}: AP {settings[shown]['ap']:.3f}", *pr[shown]))
     columns = ("detector", "AP all", "AP >= 20 px", "AP >= 40 px",
                f"faces found ({shown})", f"false positives ({shown})")
-    files = {"pr_curve.png": plots.encode_png(plots.pr_plot(curves, title=f"WIDER FACE precision-recall, {shown}"))}
+    counted = "all faces" if shown == "all" else f"faces {shown.replace('>=', '≥ ')} px"
+    files = {"pr_curve.png": plots.encode_png(plots.pr_plot(curves, title=f"WIDER FACE precision–recall, {counted}"))}
 
     name = detectors[0][0]
     with_peer = len(detectors) > 1
