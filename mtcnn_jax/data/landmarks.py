@@ -59,7 +59,7 @@ CELEBA_BBOX_HEADER = ("image_id", "x_1", "y_1", "width", "height")
 class LandmarkFace(NamedTuple):
     """One annotated face of a landmark list.
 
-    path: image path as written in the list (relative to the data folder).
+    path: image path as written in the list, ``\\`` turned into ``/`` (relative to the data folder).
     box: float64[4] half-open ``x1, y1, x2, y2`` 0-based pixels, or None (no box in the format).
     points: float64[5, 2] 0-based ``(x, y)`` pixels: left eye, right eye, nose, left / right mouth corner.
     where: ``"<list file>:<line>"`` the face was read from ("" when not from a file).
@@ -117,6 +117,11 @@ def _lines(filename) -> list[tuple[int, list[str]]]:
     return _split(_text_lines(filename))
 
 
+def _path(text: str) -> str:
+    """An image path as listed, with ``/`` separators (the original CUHK and MTFL lists use ``\\``)."""
+    return text.replace("\\", "/")
+
+
 def _split(lines: Iterable[str]) -> list[tuple[int, list[str]]]:
     """``(1-based line number, fields)`` of the non-blank ``lines``."""
     return [(i + 1, line.split()) for i, line in enumerate(lines) if line.strip()]
@@ -155,7 +160,7 @@ def read_cuhk_list(filename, strict: bool = True, skipped: Optional[list] = None
             problem(lineno, why)
             continue
         pts = np.array(v[4:], np.float64).reshape(5, 2)
-        out.append(LandmarkFace(f[0], box, pts, f"{os.fspath(filename)}:{lineno}"))
+        out.append(LandmarkFace(_path(f[0]), box, pts, f"{os.fspath(filename)}:{lineno}"))
     return out
 
 
@@ -181,7 +186,7 @@ def parse_mtfl(lines: Iterable[str], filename="<landmarks>", strict: bool = True
                 continue
             attributes = np.array(v[10:], np.int32)
         xy = np.array(v[:10], np.float64) - shift
-        out.append(LandmarkFace(f[0], None, np.stack([xy[:5], xy[5:]], axis=1), f"{os.fspath(filename)}:{lineno}",
+        out.append(LandmarkFace(_path(f[0]), None, np.stack([xy[:5], xy[5:]], axis=1), f"{os.fspath(filename)}:{lineno}",
                                 attributes))
     return out
 
