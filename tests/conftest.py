@@ -20,6 +20,13 @@ from typing import Callable, Sequence
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: trains networks or runs whole pipelines (seconds to a minute); "
+        "`pytest -m 'not slow'` is the quick loop"
+    )
 DATA_DIR = Path(os.environ.get("MTCNN_JAX_DATA", REPO.parent / "shared" / "data")).resolve()
 REFERENCE_DIR = DATA_DIR.parent / "reference"
 

@@ -18,6 +18,8 @@ nbformat = pytest.importorskip("nbformat", reason="pip install -e '.[dev]' (nbfo
 nbclient = pytest.importorskip("nbclient", reason="pip install -e '.[dev]' (nbformat, nbclient, ipykernel)")
 pytest.importorskip("ipykernel", reason="pip install -e '.[dev]' (nbformat, nbclient, ipykernel)")
 
+pytestmark = pytest.mark.slow  # each notebook runs a kernel and trains or detects for real
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 KERNEL = "mtcnn-jax-tests"
 

@@ -47,6 +47,7 @@ def _whole_level(params, level):
     return np.asarray(prob)[:oh, :ow], np.asarray(reg)[:oh, :ow]
 
 
+@pytest.mark.slow
 def test_packed_tiles_equal_whole_levels(det):
     rng = np.random.default_rng(0)
     photo = load_image(ASTRONAUT)
@@ -146,6 +147,7 @@ def test_list_of_mixed_sizes_equals_one_by_one(det, face):
         np.testing.assert_allclose(faces.scores, alone.scores, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_persistent_cache_is_written_where_the_variable_says(tmp_path: Path):
     code = (
         "import numpy as np\n"

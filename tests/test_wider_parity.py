@@ -17,6 +17,8 @@ from mtcnn_jax.evaluation.wider_ap import evaluate_settings
 from mtcnn_jax.faces import Faces
 from mtcnn_jax.images import load_image
 
+pytestmark = pytest.mark.slow  # the detector over all 360 shared WIDER images
+
 
 @pytest.fixture(scope="module")
 def wider(data_dir):
