@@ -23,9 +23,9 @@ class MetricsLog:
     """JSON-lines metrics file plus TensorBoard events (tensorboardX, no TensorFlow).
 
     ``resume_step``: the step a resumed run restarts from; what a killed run
-    logged after it (it will be logged again) is dropped from the file, and
-    TensorBoard purges it. ``enabled=False`` (every process but the first of a
-    multi-host run) makes every call do nothing.
+    logged after it (it will be logged again) is dropped from the file, as are
+    lines cut short or damaged, and TensorBoard purges it. ``enabled=False``
+    (every process but the first of a multi-host run) makes every call do nothing.
     """
 
     def __init__(self, workdir, resume_step: int = 0, enabled: bool = True):
@@ -36,12 +36,14 @@ class MetricsLog:
         path = workdir / METRICS_FILE
         if path.exists():
             keep = []
-            for line in path.read_text().splitlines():
+            for line in path.read_text(errors="replace").splitlines():
                 try:
-                    if json.loads(line).get("step", 0) <= resume_step:
-                        keep.append(line)
-                except ValueError:  # a line cut short by the kill
+                    record = json.loads(line)
+                except ValueError:  # a line cut short by the kill, or damaged
                     continue
+                step = record.get("step", 0) if isinstance(record, dict) else None
+                if isinstance(step, int) and step <= resume_step:
+                    keep.append(line)
             files.write_atomically(path, "".join(line + "\n" for line in keep))
         self.file = open(path, "a")
         from tensorboardX import SummaryWriter  # noqa: PLC0415 (pulls no TensorFlow)
@@ -71,7 +73,7 @@ def read_metrics(rundir, split: str = "val") -> list[dict]:
     """
     out = []
     try:
-        text = (Path(rundir) / METRICS_FILE).read_text()
+        text = (Path(rundir) / METRICS_FILE).read_text(errors="replace")
     except OSError:
         return out
     for line in text.splitlines():
@@ -79,6 +81,6 @@ def read_metrics(rundir, split: str = "val") -> list[dict]:
             rec = json.loads(line)
         except ValueError:
             continue
-        if rec.get("split") == split:
+        if isinstance(rec, dict) and rec.get("split") == split:
             out.append(rec)
     return out

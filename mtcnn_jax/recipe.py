@@ -16,7 +16,10 @@ subfolder of the work directory::
 A step that finished writes ``done.json`` (its summary and its time) into its
 folder; a rerun on the same work directory skips finished steps and resumes an
 interrupted one (training from its latest Orbax checkpoint; a sample store that
-was completely written is reused, TFDS writes it atomically). Each trained step
+was completely written is reused, TFDS writes it atomically). A sample store
+found damaged when it is read (:class:`mtcnn_jax.data.store.StoreDamaged`) is
+deleted and cut or mined again, saying so in one line; the samples are
+deterministic, so the result is the same. Each trained step
 also writes ``<stage>/params.msgpack``; the whole cascade goes to
 ``<workdir>/params.msgpack``, which ``MTCNN(weights=workdir)`` and ``mtcnn-jax
 detect --weights workdir`` load. ``summary.json`` gathers every step's summary
@@ -33,7 +36,10 @@ turns it into a :class:`mtcnn_jax.settings.CascadeSettings` once
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -97,8 +103,13 @@ def is_done(workdir, step: str) -> bool:
     return (Path(workdir) / step / "done.json").is_file()
 
 
-def read_done(workdir, step: str) -> dict:
-    return json.loads((Path(workdir) / step / "done.json").read_text())
+def read_done(workdir, step: str) -> Optional[dict]:
+    """The summary a finished step recorded, or None when its ``done.json`` is absent or damaged."""
+    try:
+        done = json.loads((Path(workdir) / step / "done.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return done if isinstance(done, dict) and isinstance(done.get("seconds"), (int, float)) else None
 
 
 # ----------------------------------------------------------------------------- steps
@@ -114,20 +125,30 @@ def _pnet_samples(cs: CascadeSettings, workdir: Path, progress: bool) -> dict:
             cache["train"], cache["val"] = sp.build(c.data, INPUT_SIZE["pnet"], c.seed, skipped, progress=progress)
         return cache[split]
 
-    counts = st.write_sets(workdir / "pnet_samples", "pnet", make)
+    counts = st.write_sets(workdir / "pnet_samples", "pnet", make, again="cutting it again")
     return {"counts": counts, "n_skipped_images": len(skipped["images"]), "n_skipped_lines": len(skipped["lines"]),
             "skipped_images": skipped["images"], "skipped_lines": skipped["lines"]}
 
 
-def _train(cs: CascadeSettings, workdir: Path, stage: str, progress: bool) -> dict:
+def _train(cs: CascadeSettings, workdir: Path, stage: str, progress: bool, remake_samples: Callable[[], None],
+           overwrite: bool = False) -> dict:
+    """Train ``stage`` on its sample stores; a damaged store is deleted and ``remake_samples()`` runs first."""
     import jax  # noqa: PLC0415
 
     from mtcnn_jax import pretrained, train  # noqa: PLC0415
 
     c = cs.stage(stage)
-    data = st.read_sets(workdir / f"{stage}_samples", stage)
+    folder = workdir / f"{stage}_samples"
     try:
-        state, metrics = train.train_and_evaluate(c, workdir / stage, progress=progress, data=data)
+        data = st.read_sets(folder, stage)
+    except st.StoreDamaged as err:
+        print(f"mtcnn-jax: {err}: {'cutting' if stage == 'pnet' else 'mining'} it again", file=sys.stderr, flush=True)
+        shutil.rmtree(err.path, ignore_errors=True)
+        remake_samples()
+        data = st.read_sets(folder, stage)
+    try:
+        state, metrics = train.train_and_evaluate(c, workdir / stage, progress=progress, data=data,
+                                                  overwrite=overwrite)
     except ValueError as err:
         raise UserError(f"{stage}: {str(err).splitlines()[0]}") from None
     params = jax.tree_util.tree_map(np.asarray, jax.device_get(state.params))
@@ -192,14 +213,28 @@ def save_proposals(path: Path, cache: dict, key: str) -> None:
 
 
 def load_proposals(path: Path, key: str) -> dict:
-    """:func:`save_proposals`' cache, or ``{}`` when absent or made with other P-Net settings."""
+    """:func:`save_proposals`' cache, or ``{}`` when absent or made with other P-Net settings.
+
+    A damaged file (truncated, garbled) is also ``{}`` (P-Net runs again): it is
+    deleted, after one line on stderr saying so.
+    """
     if not path.is_file():
         return {}
-    with np.load(path) as z:
-        if str(z["key"]) != key:
-            return {}
-        parts = np.split(z["boxes"], np.cumsum(z["counts"])[:-1]) if len(z["counts"]) else []
-        return dict(zip(z["names"].tolist(), parts))
+    try:
+        with np.load(path) as z:
+            if str(z["key"]) != key:
+                return {}
+            counts = z["counts"]
+            boxes, names = z["boxes"], z["names"].tolist()
+            if int(np.sum(counts)) != len(boxes) or len(counts) != len(names) or boxes.shape[1:] != (5,):
+                raise ValueError("its arrays do not agree")
+            parts = np.split(boxes, np.cumsum(counts)[:-1]) if len(counts) else []
+            return dict(zip(names, parts))
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        print(f"mtcnn-jax: {path}: damaged ({reason}): running P-Net again", file=sys.stderr, flush=True)
+        path.unlink(missing_ok=True)
+        return {}
 
 
 def _mine_samples(cs: CascadeSettings, workdir: Path, stage: str, progress: bool) -> dict:
@@ -232,7 +267,7 @@ def _mine_samples(cs: CascadeSettings, workdir: Path, stage: str, progress: bool
         summaries[split] = summary.to_dict()
         return sp.concat([mined, _landmark_part(c, stage, faces, lidx, lm_summary)], INPUT_SIZE[stage])
 
-    counts = st.write_sets(workdir / f"{stage}_samples", stage, make)
+    counts = st.write_sets(workdir / f"{stage}_samples", stage, make, again="mining it again")
     if stage == "rnet" and proposals:
         save_proposals(cache_file, proposals, _proposal_key(cs.mining))
     out = {"counts": counts, "mining": summaries}
@@ -279,47 +314,74 @@ def _eval(cs: CascadeSettings, workdir: Path, progress: bool) -> dict:
     return out
 
 
+def input_folders(cs: CascadeSettings) -> list:
+    """The training and evaluation data folders a cascade reads (its workdir may not lie inside one)."""
+    from mtcnn_jax.train import data_folders  # noqa: PLC0415
+
+    folders = [f for stage in ("pnet", "rnet", "onet") for f in data_folders(cs.stage(stage).data)]
+    return folders + [Path(cs.eval.root), Path(cs.eval.root) / cs.eval.wider]
+
+
 def train_cascade(config, workdir, progress: bool = True, log: Optional[Callable[[str], None]] = print,
-                  stop_after: Optional[str] = None) -> dict:
+                  stop_after: Optional[str] = None, overwrite: bool = False) -> dict:
     """Run (or resume) every step of the recipe in ``workdir``; returns ``summary.json``'s content.
 
     ``config``: the cascade's ``ml_collections.ConfigDict`` (``configs/cascade.py``),
     checked and converted here (:func:`cascade_settings`). ``stop_after``: stop
-    once that step is done (testing, or splitting a long run).
+    once that step is done (testing, or splitting a long run). ``workdir`` is
+    checked first (:func:`mtcnn_jax.train.check_workdir`: a writable folder,
+    outside the data folders unless ``overwrite``).
     """
+    from mtcnn_jax.train import check_interrupt, check_workdir, interruptible  # noqa: PLC0415
+
     cs = cascade_settings(config)
-    workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = check_workdir(workdir, input_folders(cs), overwrite)
     files.write_atomically(workdir / "config.json", config.to_json(indent=2) + "\n")
     log = log or (lambda s: None)
+    summary = {}
+
+    def run_step(step: str) -> None:
+        """Run ``step`` and record it as done (its ``done.json`` written last, atomically)."""
+        (workdir / step).mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        result = runners[step]()
+        result["seconds"] = time.time() - t0
+        files.write_json(workdir / step / "done.json", result, sort_keys=True)
+        summary[step] = result
+
+    def remake(step: str) -> Callable[[], None]:
+        def go() -> None:  # no longer done until it is made again
+            (workdir / step / "done.json").unlink(missing_ok=True)
+            run_step(step)
+        return go
+
     runners = {
         "pnet_samples": lambda: _pnet_samples(cs, workdir, progress),
-        "pnet": lambda: _train(cs, workdir, "pnet", progress),
+        "pnet": lambda: _train(cs, workdir, "pnet", progress, remake("pnet_samples"), overwrite),
         "rnet_samples": lambda: _mine_samples(cs, workdir, "rnet", progress),
-        "rnet": lambda: _train(cs, workdir, "rnet", progress),
+        "rnet": lambda: _train(cs, workdir, "rnet", progress, remake("rnet_samples"), overwrite),
         "onet_samples": lambda: _mine_samples(cs, workdir, "onet", progress),
-        "onet": lambda: _train(cs, workdir, "onet", progress),
+        "onet": lambda: _train(cs, workdir, "onet", progress, remake("onet_samples"), overwrite),
         "eval": lambda: _eval(cs, workdir, progress),
     }
-    summary = {}
-    for step in STEPS:
-        folder = workdir / step
-        if is_done(workdir, step):
-            summary[step] = read_done(workdir, step)
-            log(f"{step}: done before ({summary[step]['seconds']:.0f} s), skipped")
-        else:
-            folder.mkdir(parents=True, exist_ok=True)
-            log(f"{step}: running")
-            t0 = time.time()
-            result = runners[step]()
-            result["seconds"] = time.time() - t0
-            files.write_json(folder / "done.json", result, sort_keys=True)
-            summary[step] = result
-            log(f"{step}: finished in {result['seconds']:.0f} s")
-        if step == "onet" and not (workdir / "params.msgpack").is_file():
-            save_cascade(workdir)
-        if step == stop_after:
-            break
+    with interruptible():  # a Ctrl-C lost inside a gc callback still stops the recipe
+        for step in STEPS:
+            check_interrupt()
+            done = read_done(workdir, step) if is_done(workdir, step) else None
+            if is_done(workdir, step) and done is None:
+                print(f"mtcnn-jax: {workdir / step / 'done.json'} is damaged: running {step} again "
+                      "(what it finished is reused)", file=sys.stderr, flush=True)
+            if done is not None:
+                summary[step] = done
+                log(f"{step}: done before ({summary[step]['seconds']:.0f} s), skipped")
+            else:
+                log(f"{step}: running")
+                run_step(step)
+                log(f"{step}: finished in {summary[step]['seconds']:.0f} s")
+            if step == "onet" and not (workdir / "params.msgpack").is_file():
+                save_cascade(workdir)
+            if step == stop_after:
+                break
     summary["total_seconds"] = sum(v["seconds"] for v in summary.values() if isinstance(v, dict))
     files.write_json(workdir / "summary.json", summary, sort_keys=True)
     return summary

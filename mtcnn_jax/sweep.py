@@ -181,6 +181,7 @@ def run_sweep(
     max_steps: Optional[int] = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    overwrite: bool = False,
 ) -> list[dict]:
     """Train every grid point of ``spec`` under ``workdir``; returns the table rows.
 
@@ -189,44 +190,49 @@ def run_sweep(
     run takes in this call (a run stopped by it stays unfinished and resumes later).
     The results files are rewritten after every run (:func:`write_results`).
     Each point's config is turned into :class:`mtcnn_jax.settings.TrainSettings`
-    here, before anything trains.
+    here, before anything trains. ``workdir`` is checked first
+    (:func:`mtcnn_jax.train.check_workdir`: a writable folder, outside every run's
+    training data unless ``overwrite``). Interrupted, a sweep keeps its finished
+    runs and the checkpoints of the one in progress; the same call resumes it.
     """
     from mtcnn_jax import train  # noqa: PLC0415 (jax)
     from mtcnn_jax.settings import TrainSettings  # noqa: PLC0415
 
     points = load_sweep(spec, overrides)
     settings = [TrainSettings.from_config(p.config) for p in points]
-    workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = train.check_workdir(workdir, [f for s in settings for f in train.data_folders(s.data)], overwrite)
     files.write_json(workdir / "sweep.json", {"spec": spec, "overrides": [list(o) for o in overrides],
                                              "grid": [p.overrides for p in points]}, indent=2)
     names = [p.name for p in points]
     for point in points:  # refuse before training anything
         _check_same_run(point, workdir / point.name)
-    for i, point in enumerate(points):
-        rundir = workdir / point.name
-        result = read_result(rundir)
-        if result is not None and result.get("config") == _config_json(point.config):
-            log(f"[{i + 1}/{len(points)}] {point.name}: finished before, skipped")
-            continue
-        log(f"[{i + 1}/{len(points)}] {point.name}: training")
-        _share_samples(workdir, rundir, names[:i][::-1] + names[i + 1 :], train.SAMPLES_DIR)
-        t0 = time.time()
-        try:
-            state, metrics = train.train_and_evaluate(settings[i], rundir, progress=progress, max_steps=max_steps)
-        except ValueError as err:
-            raise UserError(f"{point.name}: {str(err).splitlines()[0]}") from None
-        step = int(state.step)
-        if step >= point.config.total_steps:
-            files.write_json(rundir / RESULT, {
-                "name": point.name, "overrides": point.overrides, "step": step,
-                "metrics": {k: float(metrics[k]) for k in METRICS},
-                "seconds": round(time.time() - t0, 1), "config": _config_json(point.config),
-            })
-            log(f"[{i + 1}/{len(points)}] {point.name}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in METRICS))
-        else:
-            log(f"[{i + 1}/{len(points)}] {point.name}: stopped at step {step} of {point.config.total_steps}")
-        write_results(workdir, points)
+    with train.interruptible():  # a Ctrl-C lost inside a gc callback still stops the sweep
+        for i, point in enumerate(points):
+            train.check_interrupt()
+            rundir = workdir / point.name
+            result = read_result(rundir)
+            if result is not None and result.get("config") == _config_json(point.config):
+                log(f"[{i + 1}/{len(points)}] {point.name}: finished before, skipped")
+                continue
+            log(f"[{i + 1}/{len(points)}] {point.name}: training")
+            _share_samples(workdir, rundir, names[:i][::-1] + names[i + 1 :], train.SAMPLES_DIR)
+            t0 = time.time()
+            try:
+                state, metrics = train.train_and_evaluate(settings[i], rundir, progress=progress, max_steps=max_steps,
+                                                          overwrite=overwrite)
+            except ValueError as err:
+                raise UserError(f"{point.name}: {str(err).splitlines()[0]}") from None
+            step = int(state.step)
+            if step >= point.config.total_steps:
+                files.write_json(rundir / RESULT, {
+                    "name": point.name, "overrides": point.overrides, "step": step,
+                    "metrics": {k: float(metrics[k]) for k in METRICS},
+                    "seconds": round(time.time() - t0, 1), "config": _config_json(point.config),
+                })
+                log(f"[{i + 1}/{len(points)}] {point.name}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in METRICS))
+            else:
+                log(f"[{i + 1}/{len(points)}] {point.name}: stopped at step {step} of {point.config.total_steps}")
+            write_results(workdir, points)
     return write_results(workdir, points)
 
 

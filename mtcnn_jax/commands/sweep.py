@@ -1,7 +1,7 @@
 """``mtcnn-jax sweep``: train every point of a sweep's grid, then tabulate and plot.
 
     mtcnn-jax sweep --config configs/sweeps/ohem.py[:VARIANT] --workdir DIR
-                    [--max-steps N] [--config.KEY=VALUE ...] [--no-progress]
+                    [--max-steps N] [--config.KEY=VALUE ...] [--no-progress] [--overwrite]
 
 Each grid point trains in ``DIR/<key=value_...>/`` (see :mod:`mtcnn_jax.sweep`).
 Rerunning the same command skips finished runs and resumes interrupted ones from
@@ -9,6 +9,9 @@ their checkpoints. ``DIR`` gets ``results.csv``, ``results.md`` (one row per gri
 point with the final held-out metrics), ``results.png`` (metrics against the swept
 value) and ``curves.png`` (held-out metrics against the step, per run).
 ``--config.KEY=VALUE`` applies to every run (e.g. ``--config.data.root=DIR``).
+``DIR`` must be a folder that can be written, outside the training data of every
+run unless ``--overwrite``. Ctrl-C or SIGTERM stops with exit code 130, keeping
+every finished run and checkpoint.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ def register(subparsers) -> None:
         epilog="Overrides for every run: --config.KEY=VALUE, e.g. --config.total_steps=300",
     )
     p.add_argument("--config", required=True, metavar="FILE[:ARG]",
-                   help="sweep file and variant, e.g. configs/sweeps/ohem.py:runlocal")
+                   help="sweep file and variant, e.g. configs/sweeps/ohem.py:runlocal, or by name: sweeps/ohem:runlocal")
     p.add_argument("--workdir", required=True, help="folder for the runs (one subfolder each) and the results")
     p.add_argument("--max-steps", type=int, default=None, metavar="N",
                    help="at most N training steps per run in this call (the rest on the next call)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow a --workdir inside the training data folder (or holding it)")
     p.set_defaults(func=run, config_overrides=[])
 
     from mtcnn_jax.config_utils import accept_overrides  # noqa: PLC0415
@@ -39,13 +44,18 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path  # noqa: PLC0415
 
-    from mtcnn_jax import sweep  # noqa: PLC0415
+    from mtcnn_jax import sweep, train  # noqa: PLC0415
     from mtcnn_jax.errors import UserError  # noqa: PLC0415
 
     if args.max_steps is not None and args.max_steps < 1:
         raise UserError(f"--max-steps must be ≥ 1, got {args.max_steps}")
-    sweep.run_sweep(args.config, args.workdir, args.config_overrides, max_steps=args.max_steps,
-                    progress=not args.no_progress, log=lambda s: print(s, flush=True))
+    try:
+        sweep.run_sweep(args.config, args.workdir, args.config_overrides, max_steps=args.max_steps,
+                        progress=not args.no_progress, log=lambda s: print(s, flush=True), overwrite=args.overwrite)
+    except BrokenPipeError:
+        raise
+    except OSError as err:  # the workdir went away, the disk is full, ...
+        raise UserError(train.os_error_line(err)) from None
     print((Path(args.workdir) / "results.md").read_text(), end="")
     print(f"results: {Path(args.workdir) / 'results.csv'}, results.md, results.png, curves.png")
     return 0

@@ -1,12 +1,15 @@
 """``mtcnn-jax train-cascade``: the whole recipe — P-Net, mining, R-Net, mining, O-Net, WIDER AP.
 
     mtcnn-jax train-cascade --config configs/cascade.py:mini --workdir DIR
-                            [--config.KEY=VALUE ...] [--no-progress]
+                            [--config.KEY=VALUE ...] [--no-progress] [--overwrite]
 
 Each step runs in its own subfolder of DIR and leaves a ``done.json``; rerunning
 on the same DIR skips finished steps and resumes an interrupted one (see
-:mod:`mtcnn_jax.recipe`). The trained cascade is ``DIR/params.msgpack``:
-``mtcnn-jax detect --weights DIR`` and ``MTCNN(weights=DIR)`` load it.
+:mod:`mtcnn_jax.recipe`); Ctrl-C or SIGTERM stops with exit code 130, keeping
+every finished step. DIR must be a folder that can be written, outside the
+training data (``config.data_root``) unless ``--overwrite``. The trained
+cascade is ``DIR/params.msgpack``: ``mtcnn-jax detect --weights DIR`` and
+``MTCNN(weights=DIR)`` load it.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ def register(subparsers) -> None:
         epilog="Config overrides: --config.KEY=VALUE, e.g. --config.pnet.total_steps=5000 --config.data_root=DIR",
     )
     p.add_argument("--config", required=True, metavar="FILE[:ARG]",
-                   help="cascade config file and variant, e.g. configs/cascade.py:mini")
+                   help="cascade config file and variant, e.g. configs/cascade.py:mini, or by name: cascade:tiny")
     p.add_argument("--workdir", required=True, help="folder for every stage's samples, checkpoints and results")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow a --workdir inside the training data folder (or holding it)")
     p.set_defaults(func=run, config_overrides=[])
 
     from mtcnn_jax.config_utils import accept_overrides  # noqa: PLC0415
@@ -53,10 +58,16 @@ def load(spec: str, overrides=()):
 
 
 def run(args: argparse.Namespace) -> int:
-    from mtcnn_jax import recipe  # noqa: PLC0415
+    from mtcnn_jax import recipe, train  # noqa: PLC0415
+    from mtcnn_jax.errors import UserError  # noqa: PLC0415
 
     config = load(args.config, args.config_overrides)
-    summary = recipe.train_cascade(config, args.workdir, progress=not args.no_progress)
+    try:
+        summary = recipe.train_cascade(config, args.workdir, progress=not args.no_progress, overwrite=args.overwrite)
+    except BrokenPipeError:
+        raise
+    except OSError as err:  # the workdir went away, the disk is full, ...
+        raise UserError(train.os_error_line(err)) from None
     times = ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in summary.items() if isinstance(v, dict))
     print(f"stage times: {times}; total {summary['total_seconds']:.0f} s")
     ap = summary["eval"]["ap"]

@@ -24,6 +24,15 @@ and evaluates on (:func:`write_sets`, :func:`read_sets`); :func:`cached_sets`
 keeps such a pair with the settings it was made with, and :func:`link_sets`
 copies one by hard links.
 
+Damage: a store whose files were changed after it was written (a truncated or
+overwritten array_record shard, a missing or garbled ``dataset_info.json``) is
+refused when it is read with :class:`StoreDamaged`, a one-line
+:class:`~mtcnn_jax.errors.UserError` naming the store and the reason (riegeli's
+chunk hashes catch changed bytes). :func:`write_sets` and :func:`cached_sets`,
+which manage stores a run makes for itself, delete a damaged store and make it
+again, saying so in one line on stderr (``mtcnn-jax: <store>: damaged sample
+store (<reason>): <what is done>``).
+
 Example order: TFDS shuffles by key when writing, unless the store is written
 ``ordered`` (then the examples stay in the order given, which is what lets
 ``mtcnn-jax train`` read back exactly the arrays it cut). The train loop draws
@@ -49,6 +58,7 @@ import functools
 import json
 import os
 import shutil
+import sys
 import threading
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
@@ -62,6 +72,30 @@ from mtcnn_jax.models import INPUT_SIZE
 
 #: The fields of every example, in this order (the layout of a sample set in memory too).
 FIELDS = ("image", "type", "box", "landmarks")
+
+
+class StoreDamaged(UserError):
+    """A sample store that cannot be read as written: ``"<store folder>: damaged sample store (<reason>)"``."""
+
+    def __init__(self, path, reason: str):
+        self.path = Path(path)
+        self.reason = _first_line(reason)
+        super().__init__(f"{self.path}: damaged sample store ({self.reason})")
+
+
+def _first_line(text) -> str:
+    lines = str(text).strip().splitlines()
+    line = lines[0] if lines else type(text).__name__ if isinstance(text, BaseException) else ""
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def _why(err: BaseException) -> str:
+    """A one-line reason for a read error."""
+    return _first_line(err) or type(err).__name__
+
+
+def _notice(message: str) -> None:
+    print(f"mtcnn-jax: {message}", file=sys.stderr, flush=True)
 
 
 def allocate(n: int, size: int) -> Dict[str, np.ndarray]:
@@ -136,9 +170,19 @@ def _builder(data_dir: Path, stage: str, examples=None, ordered: bool = False):
     return _builder_class()(examples=examples, ordered=ordered, data_dir=str(data_dir), config=stage)
 
 
+def _version_dir(data_dir, stage: str) -> Path:
+    return Path(data_dir) / "mtcnn_samples" / stage / "1.0.0"
+
+
 def store_exists(data_dir, stage: str) -> bool:
     """Whether a complete store for ``stage`` is under ``data_dir``."""
-    return (Path(data_dir) / "mtcnn_samples" / stage / "1.0.0" / "dataset_info.json").is_file()
+    return (_version_dir(data_dir, stage) / "dataset_info.json").is_file()
+
+
+def store_incomplete(data_dir, stage: str) -> bool:
+    """Whether ``stage``'s store folder is there without its ``dataset_info.json``: damage, since TFDS
+    writes a store into a temporary folder and renames it only when it is complete."""
+    return _version_dir(data_dir, stage).is_dir() and not store_exists(data_dir, stage)
 
 
 def write_store(examples: Iterable[Mapping], data_dir, stage: str, ordered: bool = False) -> "SampleStore":
@@ -153,6 +197,11 @@ def write_store(examples: Iterable[Mapping], data_dir, stage: str, ordered: bool
         import tensorflow_datasets as tfds
 
         data_dir.mkdir(parents=True, exist_ok=True)
+        # What a damaged store or a killed write left: TFDS would take a version folder without
+        # dataset_info.json for a finished store and write nothing.
+        shutil.rmtree(_version_dir(data_dir, stage), ignore_errors=True)
+        for leftover in _version_dir(data_dir, stage).parent.glob("incomplete.*"):
+            shutil.rmtree(leftover, ignore_errors=True)
         _builder(data_dir, stage, examples, ordered).download_and_prepare(
             download_config=tfds.download.DownloadConfig(verify_ssl=False)
         )
@@ -338,12 +387,19 @@ class SampleStore:
             raise FileNotFoundError(f"{Path(data_dir)}: no complete {stage} sample store")
         self.stage = stage
         self.size = INPUT_SIZE[stage]
-        builder = _builder(Path(data_dir), stage)
-        self._source = builder.as_data_source()["train"]  # TFDS's own decoding (reference, slow)
-        # (file, first record in it, record count) per shard, from TFDS's split metadata
-        self._shards = [(str(fi.filename), int(fi.skip),
-                         int(fi.take) if fi.take >= 0 else int(fi.examples_in_shard) - int(fi.skip))
-                        for fi in builder.info.splits["train"].file_instructions]
+        self.path = Path(data_dir)
+        try:  # TFDS's metadata: dataset_info.json, the split's shards and their lengths
+            builder = _builder(Path(data_dir), stage)
+            self._source = builder.as_data_source()["train"]  # TFDS's own decoding (reference, slow)
+            # (file, first record in it, record count) per shard, from TFDS's split metadata
+            self._shards = [(str(fi.filename), int(fi.skip),
+                             int(fi.take) if fi.take >= 0 else int(fi.examples_in_shard) - int(fi.skip))
+                            for fi in builder.info.splits["train"].file_instructions]
+        except Exception as err:  # noqa: BLE001 (protobuf, JSON, KeyError...: all mean garbled metadata)
+            raise StoreDamaged(data_dir, f"cannot read its metadata: {_why(err)}") from None
+        for path, _, _ in self._shards:
+            if not os.path.isfile(path):
+                raise StoreDamaged(data_dir, f"{os.path.basename(path)} is missing")
         self._ends = np.cumsum([take for _, _, take in self._shards])
         self._options = "readahead_buffer_size:0,max_parallelism:0"
         # one read from the file holds one record and its chunk header: 4 KiB (P-Net, R-Net), 8 KiB (O-Net)
@@ -376,8 +432,11 @@ class SampleStore:
                 if self._readers[shard] is None:
                     from array_record.python import array_record_module  # noqa: PLC0415
 
-                    self._readers[shard] = array_record_module.ArrayRecordReader(
-                        self._shards[shard][0], self._options, file_reader_buffer_size=self._buffer)
+                    path, skip, take = self._shards[shard]
+                    reader = array_record_module.ArrayRecordReader(
+                        path, self._options, file_reader_buffer_size=self._buffer)
+                    self._check_length(reader, path, skip + take)
+                    self._readers[shard] = reader
         return self._readers[shard]
 
     def _records(self, indices) -> list:
@@ -386,17 +445,20 @@ class SampleStore:
         if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
             bad = idx[(idx < 0) | (idx >= len(self))][0]
             raise IndexError(f"index {bad} out of range for a store of {len(self)} examples")
-        if len(self._shards) == 1:
-            return self._reader(0).read((idx + self._shards[0][1]).tolist())
-        shard = np.searchsorted(self._ends, idx, side="right")
-        out: list = [None] * len(idx)
-        for k in np.unique(shard):
-            rows = np.flatnonzero(shard == k)
-            first = self._ends[k] - self._shards[k][2]
-            got = self._reader(int(k)).read((idx[rows] - first + self._shards[k][1]).tolist())
-            for r, rec in zip(rows, got):
-                out[r] = rec
-        return out
+        try:
+            if len(self._shards) == 1:
+                return self._reader(0).read((idx + self._shards[0][1]).tolist())
+            shard = np.searchsorted(self._ends, idx, side="right")
+            out: list = [None] * len(idx)
+            for k in np.unique(shard):
+                rows = np.flatnonzero(shard == k)
+                first = self._ends[k] - self._shards[k][2]
+                got = self._reader(int(k)).read((idx[rows] - first + self._shards[k][1]).tolist())
+                for r, rec in zip(rows, got):
+                    out[r] = rec
+            return out
+        except (RuntimeError, IndexError) as err:  # array_record / riegeli: truncated file, hash mismatch, ...
+            raise StoreDamaged(self.path, _why(err)) from None
 
     def _scan(self, chunk: int) -> Iterator[list]:
         """Every serialized example in store order, as lists of at most ``chunk``.
@@ -407,19 +469,48 @@ class SampleStore:
         from array_record.python import array_record_module  # noqa: PLC0415
 
         for path, skip, take in self._shards:
-            reader = array_record_module.ArrayRecordReader(
-                path, "readahead_buffer_size:4M,max_parallelism:1", file_reader_buffer_size=1 << 20)
             try:
+                reader = array_record_module.ArrayRecordReader(
+                    path, "readahead_buffer_size:4M,max_parallelism:1", file_reader_buffer_size=1 << 20)
+            except RuntimeError as err:  # array_record / riegeli: truncated file, hash mismatch, ...
+                raise StoreDamaged(self.path, _why(err)) from None
+            try:
+                self._check_length(reader, path, skip + take)
                 for a in range(skip, skip + take, chunk):
-                    yield reader.read(a, min(a + chunk, skip + take))
+                    try:
+                        records = reader.read(a, min(a + chunk, skip + take))
+                    except (RuntimeError, IndexError) as err:
+                        raise StoreDamaged(self.path, _why(err)) from None
+                    if len(records) != min(chunk, skip + take - a):
+                        raise StoreDamaged(self.path, f"{os.path.basename(path)} holds fewer records than recorded")
+                    yield records
             finally:
-                reader.close()
+                try:
+                    reader.close()
+                except RuntimeError:  # a damaged file complains again when closed; the damage is raised above
+                    pass
+
+    def _check_length(self, reader, path: str, needed: int) -> None:
+        """StoreDamaged unless the shard ``path`` (open in ``reader``) holds at least ``needed`` records."""
+        try:
+            n = reader.num_records()
+        except RuntimeError as err:
+            raise StoreDamaged(self.path, _why(err)) from None
+        if n < needed:
+            raise StoreDamaged(self.path, f"{os.path.basename(path)} holds {n} records, {needed} were written")
 
     def _decode(self, records: Sequence[bytes]) -> Dict[str, np.ndarray]:
         if not self._layout_known and len(records):
             self._layout = _Layout.of(records[0], self.size)
             self._layout_known = True
-        return decode_records(records, self.size, self._layout)
+        try:
+            out = decode_records(records, self.size, self._layout)
+        except Exception as err:  # noqa: BLE001 (a record protobuf cannot parse, or of the wrong size)
+            raise StoreDamaged(self.path, f"a record cannot be decoded: {_why(err)}") from None
+        bad = (out["type"] < 0) | (out["type"] >= len(SAMPLE_TYPES))
+        if bad.any():
+            raise StoreDamaged(self.path, f"a record has the sample type {int(out['type'][bad][0])}")
+        return out
 
     # -- examples
 
@@ -531,33 +622,64 @@ def sets_exist(folder, stage: str) -> bool:
     return all(store_exists(Path(folder) / split, stage) for split in SPLITS)
 
 
-def write_sets(folder, stage: str, make: Callable[[str], Mapping[str, np.ndarray]], ordered: bool = False) -> dict:
+def write_sets(folder, stage: str, make: Callable[[str], Mapping[str, np.ndarray]], ordered: bool = False,
+               again: str = "making it again") -> dict:
     """Write ``make("train")`` and ``make("val")`` (sample sets) as the stores ``folder/train`` and ``folder/val``.
 
     A split whose store is already complete is not made again; an empty set is a
-    :class:`UserError`. ``ordered``: as :func:`write_store`. Returns
-    ``{"train": counts, "val": counts}`` (:func:`counts`).
+    :class:`UserError`. A store that is there but damaged (:class:`StoreDamaged`)
+    is deleted and made again, with one line on stderr ending in ``again``.
+    ``ordered``: as :func:`write_store`. Returns ``{"train": counts, "val": counts}``
+    (:func:`counts`).
     """
     folder = Path(folder)
     _quiet_tfds()
     out = {}
     for split in SPLITS:
-        if not store_exists(folder / split, stage):
+        path = folder / split
+        types, damage = None, None
+        if store_incomplete(path, stage):
+            damage = StoreDamaged(path, "its dataset_info.json is missing")
+        elif store_exists(path, stage):
+            try:
+                types = SampleStore(path, stage).types  # reads and checks every record
+            except StoreDamaged as err:
+                damage = err
+        if damage is not None:
+            _notice(f"{damage}: {again}")
+            shutil.rmtree(path)
+        if types is None:
             arrays = make(split)
             if len(arrays["type"]) == 0:
                 raise UserError(f"{folder}: no {split} samples were made (see the summary above)")
-            write_store(examples_from_arrays(arrays), folder / split, stage, ordered)
-        out[split] = counts({"type": SampleStore(folder / split, stage).types})
+            types = write_store(examples_from_arrays(arrays), path, stage, ordered).types
+        out[split] = counts({"type": types})
     return out
 
 
 def read_sets(folder, stage: str) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
-    """``(train, val)`` sample sets (arrays in memory, store order) read back from :func:`write_sets`' stores."""
+    """``(train, val)`` sample sets (arrays in memory, store order) read back from :func:`write_sets`' stores.
+
+    :class:`StoreDamaged` when a store is missing, incomplete or cannot be read as written.
+    """
     sets = []
     for split in SPLITS:
-        s = SampleStore(Path(folder) / split, stage).load()
+        path = Path(folder) / split
+        if not store_exists(path, stage):
+            raise StoreDamaged(path, "its dataset_info.json is missing" if store_incomplete(path, stage)
+                               else f"no {stage} sample store there")
+        s = SampleStore(path, stage).load()
         sets.append(s.get(np.arange(len(s))))
     return sets[0], sets[1]
+
+
+def remove_sets(folder) -> None:
+    """Delete the pair of stores in ``folder`` and the settings recorded with it (settings first)."""
+    folder = Path(folder)
+    if (folder / SETTINGS_FILE).exists():
+        os.unlink(folder / SETTINGS_FILE)
+    for split in SPLITS:
+        shutil.rmtree(folder / split, ignore_errors=True)
 
 
 def _recorded(folder: Path) -> Optional[object]:
@@ -568,7 +690,8 @@ def _recorded(folder: Path) -> Optional[object]:
 
 
 def cached_sets(folder, stage: str, settings: Mapping, make: Callable[[], Tuple[Mapping, Mapping]],
-                write: bool = True) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+                write: bool = True, again: str = "making the samples again"
+                ) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
     """``stage``'s train and held-out sets, kept in ``folder`` with the ``settings`` they were made with.
 
     When ``folder/settings.json`` records ``settings`` (JSON values) and both
@@ -578,18 +701,22 @@ def cached_sets(folder, stage: str, settings: Mapping, make: Callable[[], Tuple[
     pair interrupted while being written is made again; the sets are returned as
     read back from the stores, the arrays ``make()`` gave. Without ``write`` (the
     other processes of a multi-host run) they are returned as made.
+
+    A recorded pair that is damaged (a store missing, incomplete or unreadable:
+    :class:`StoreDamaged`) is made again the same way, after one line on stderr
+    saying which store, why, and ``again``.
     """
     folder = Path(folder)
     want = json.loads(json.dumps(dict(settings)))
-    if _recorded(folder) == want and sets_exist(folder, stage):
-        return read_sets(folder, stage)
+    if _recorded(folder) == want:
+        try:
+            return read_sets(folder, stage)
+        except StoreDamaged as err:
+            _notice(f"{err}: {again}")
     made = make()
     if not write:
         return made[0], made[1]
-    if (folder / SETTINGS_FILE).exists():
-        os.unlink(folder / SETTINGS_FILE)
-    for split in SPLITS:
-        shutil.rmtree(folder / split, ignore_errors=True)
+    remove_sets(folder)
     write_sets(folder, stage, dict(zip(SPLITS, made)).__getitem__, ordered=True)
     files.write_json(folder / SETTINGS_FILE, want, indent=2, sort_keys=True)
     return read_sets(folder, stage)
@@ -616,8 +743,9 @@ def link_sets(source, target) -> bool:
     if target.exists() or source.resolve() == target.resolve() or _recorded(source) is None:
         return False
     target.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in target.parent.glob(f".{target.name}.*.tmp"):  # copies cut short by a kill
+        shutil.rmtree(leftover, ignore_errors=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source, tmp, copy_function=_link_or_copy)
     os.rename(tmp, target)
     return True
