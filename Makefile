@@ -14,6 +14,9 @@ $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	# The ONNX converter for the export tests, without its dependency pins (it pins
+	# orbax-checkpoint < 0.11.37, which the training stack is newer than; see pyproject's onnx extra).
+	$(BIN)/python -m pip install -q --no-deps "jax2onnx==0.17.1"
 	touch $@
 
 install: $(BIN)/.installed

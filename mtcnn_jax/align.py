@@ -6,6 +6,23 @@ are ordered left eye, right eye, nose, left mouth corner, right mouth corner
 ("left" as seen in the image, i.e. smaller x for an upright frontal face), and
 given as (x, y) in pixels of the image they come from, with pixel centres at
 integer coordinates (OpenCV's convention, which ``cv2.warpAffine`` uses).
+
+Crops of other sizes than 112 follow one of two conventions (``mode``):
+
+* ``"arcface"`` (the default): insightface's ``face_align.estimate_norm`` /
+  ``norm_crop``, the convention the recognition models trained on these crops expect.
+  For a multiple of 112 the template is scaled by ``size / 112``; for a multiple of 128
+  it is scaled by ``size / 128`` and shifted right by ``8 × size / 128`` pixels, x only
+  (at 128: the 112 template itself, 8 px to the right, y unchanged; at 256: twice the
+  template, 16 px to the right). Other sizes are refused (insightface asserts them away).
+* ``"scaled"``: the template scaled by ``size / 112`` about the origin, for any size
+  (what ``align`` did before the modes existed: at 128 the face is 8/7 larger and lower
+  than ArcFace-128 models expect).
+
+Both agree for 112 and its multiples. The default is ``"arcface"`` because the crops
+exist to be fed to recognition models, and those models (ArcFace and insightface's
+other 112/128 models) were trained on crops made by ``norm_crop``; ``"scaled"`` stays
+available by name for sizes the insightface rule does not define (e.g. 160).
 """
 
 from __future__ import annotations
@@ -31,14 +48,41 @@ ARCFACE_TEMPLATE = np.array(
 )
 
 
-def template(size: int = 112) -> np.ndarray:
+#: The conventions :func:`template` and :func:`align` know (see the module docstring).
+ALIGN_MODES = ("arcface", "scaled")
+
+
+def _check_size(size: int) -> int:
+    """``size`` as an int; ValueError unless it is a positive whole number."""
+    try:
+        whole = not isinstance(size, bool) and float(size).is_integer() and size > 0
+    except (TypeError, ValueError):
+        whole = False
+    if not whole:
+        raise ValueError(f"size must be a positive whole number of pixels, got {size!r}")
+    return int(size)
+
+
+def template(size: int = 112, mode: str = "arcface") -> np.ndarray:
     """The five-point template for ``size`` x ``size`` crops: float32[5, 2] (x, y).
 
-    :data:`ARCFACE_TEMPLATE` scaled by ``size / 112`` about the origin.
+    ``mode="arcface"`` (insightface's rule): for ``size`` a multiple of 112,
+    :data:`ARCFACE_TEMPLATE` × ``size / 112``; for a multiple of 128 (and not of 112),
+    :data:`ARCFACE_TEMPLATE` × ``size / 128`` plus ``8 × size / 128`` in x; other sizes
+    raise ValueError. ``mode="scaled"``: :data:`ARCFACE_TEMPLATE` × ``size / 112`` for any size.
     """
-    if size <= 0:
-        raise ValueError(f"size must be positive, got {size}")
-    return (ARCFACE_TEMPLATE * np.float32(size / 112.0)).astype(np.float32)
+    size = _check_size(size)
+    if mode == "scaled" or (mode == "arcface" and size % 112 == 0):
+        return (ARCFACE_TEMPLATE * np.float32(size / 112.0)).astype(np.float32)
+    if mode == "arcface":
+        if size % 128 != 0:
+            raise ValueError(f"size {size}: the arcface convention (insightface's norm_crop) is defined for "
+                             "multiples of 112 or 128; pass mode='scaled' to scale the 112 template to any size")
+        ratio = np.float32(size / 128.0)
+        out = ARCFACE_TEMPLATE * ratio
+        out[:, 0] += np.float32(8.0) * ratio
+        return out.astype(np.float32)
+    raise ValueError(f"mode must be one of {', '.join(map(repr, ALIGN_MODES))}, got {mode!r}")
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -80,15 +124,30 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.concatenate([scale * rotation, translation[:, None]], axis=1)
 
 
-def align(image: np.ndarray, landmarks: Union[ArrayLike, Faces], size: int = 112) -> np.ndarray:
-    """Crop and warp each face so that its landmarks land on :func:`template` (``size``).
+def alignment_matrix(landmarks: ArrayLike, size: int = 112, mode: str = "arcface") -> np.ndarray:
+    """The similarity transform that :func:`align` warps one face with: float64[2, 3].
+
+    ``landmarks``: float[5, 2] (x, y) in image pixels; the matrix maps image points onto
+    crop points (``crop = M @ [x, y, 1]``), fitted onto :func:`template` (``size``,
+    ``mode``) by :func:`similarity_transform` -- insightface's ``estimate_norm``.
+    """
+    return similarity_transform(np.asarray(landmarks, np.float64).reshape(5, 2), template(size, mode))
+
+
+def align(image: np.ndarray, landmarks: Union[ArrayLike, Faces], size: int = 112, mode: str = "arcface") -> np.ndarray:
+    """Crop and warp each face so that its landmarks land on :func:`template` (``size``, ``mode``).
 
     Args:
       image: uint8[H, W, 3] (any channel order; it is kept).
       landmarks: float[N, 5, 2] or float[5, 2], (x, y) in ``image`` pixels,
         ordered left eye, right eye, nose, left mouth corner, right mouth corner;
-        or the detector's :class:`mtcnn_jax.faces.Faces` (its landmarks are used).
-      size: side of the square output crops (the template is scaled by size/112).
+        or the detector's :class:`mtcnn_jax.faces.Faces` (its landmarks are used;
+        so are those of :class:`mtcnn_jax.rotations.RotatedFaces`, which gives
+        upright crops of rotated faces).
+      size: side of the square output crops.
+      mode: ``"arcface"`` (default; insightface's ``norm_crop``: sizes that are multiples
+        of 112 or 128) or ``"scaled"`` (the 112 template scaled by ``size / 112``, any
+        size); see the module docstring.
     Returns:
       uint8[N, size, size, 3] for float[N, 5, 2] landmarks (N may be 0), or
       uint8[size, size, 3] for a single float[5, 2] face. Warped with
@@ -97,10 +156,11 @@ def align(image: np.ndarray, landmarks: Union[ArrayLike, Faces], size: int = 112
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be uint8[H, W, 3], got {image.dtype}{list(image.shape)}")
-    if isinstance(landmarks, Faces):  # the detector's result: align its landmarks
-        if landmarks.landmarks is None:
+    if isinstance(landmarks, Faces) or "landmarks" in getattr(landmarks, "_fields", ()):
+        found = getattr(landmarks, "landmarks")  # the detector's result: align its landmarks
+        if found is None:
             raise ValueError("these faces carry no landmarks to align (a detector without landmarks made them)")
-        landmarks = landmarks.landmarks
+        landmarks = found
     try:
         points = np.asarray(landmarks, dtype=np.float64)
     except (TypeError, ValueError):
@@ -111,7 +171,8 @@ def align(image: np.ndarray, landmarks: Union[ArrayLike, Faces], size: int = 112
         points = points[None]
     if points.ndim != 3 or points.shape[1:] != (5, 2):
         raise ValueError(f"landmarks must be float[N, 5, 2] or float[5, 2], got {list(points.shape)}")
-    dst = template(size)
+    size = _check_size(size)
+    dst = template(size, mode)
     out = np.zeros((len(points), size, size, 3), np.uint8)
     for i, face in enumerate(points):
         matrix = similarity_transform(face, dst)

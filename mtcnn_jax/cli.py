@@ -29,7 +29,7 @@ from mtcnn_jax import __version__
 from mtcnn_jax.errors import UserError
 
 #: Sub-command modules, in the order `--help` lists them.
-COMMANDS = ("detect", "train", "train_cascade", "evaluate", "report", "sweep")
+COMMANDS = ("detect", "train", "train_cascade", "evaluate", "report", "sweep", "export")
 
 #: The modules each optional extra of pyproject.toml brings (a ModuleNotFoundError for one of
 #: them names the extra; the train extra's are checked before a training command starts).

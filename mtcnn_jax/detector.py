@@ -40,24 +40,53 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple, Union, overload
+from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, Union, overload
 
-import jax
 import numpy as np
 from numpy.typing import ArrayLike
 
 from mtcnn_jax import boxes as bx
-from mtcnn_jax import compilation, models, networks, pretrained, pyramid, tiles
+from mtcnn_jax import compilation, inputs, pyramid, tiles
 from mtcnn_jax.boxes import BoxMode
 from mtcnn_jax.errors import UserError
 from mtcnn_jax.faces import Faces, no_faces
-from mtcnn_jax.networks import compiled_programs  # noqa: F401  (re-exported: how many programs detection compiled)
 from mtcnn_jax.pyramid import PYRAMID_MODES
 
 AUTHORS, INCLUSIVE, HALF_OPEN = BoxMode.AUTHORS, BoxMode.INCLUSIVE, BoxMode.HALF_OPEN
 
 #: What ``MTCNN(weights=...)`` takes: None (the authors'), a params dict, or a msgpack file / folder.
 Weights = Union[None, str, "os.PathLike[str]", Dict[str, Any]]
+
+
+class Networks(Protocol):
+    """What the cascade needs of its networks. The steps below are NumPy and OpenCV; the networks are a backend:
+
+    :class:`mtcnn_jax.networks.JaxNetworks` (the default, from weights),
+    :class:`mtcnn_jax.networks.ExportedNetworks` (``jax.export`` programs, no model code) and
+    :class:`mtcnn_jax.onnx_runtime.OnnxNetworks` (ONNX Runtime, no JAX); :func:`mtcnn_jax.deploy.load_model`
+    builds the detector on an exported folder. This module imports neither JAX nor Flax.
+    """
+
+    rnet_batch: int  # crops per R-Net call
+    onet_batch: int  # crops per O-Net call
+    fixed_batches: bool  # whether a last, partial batch is zero-padded to the full size (one program shape)
+
+    def pnet(self, sizes: Sequence[Tuple[int, int]],
+             make_level: Callable[[int], np.ndarray]) -> Iterable[Tuple[np.ndarray, np.ndarray]]:
+        """P-Net on each level (``make_level(i)``, in order) → per level prob float32[h', w'], reg [h', w', 4]."""
+
+    def rnet(self, crops_u8: np.ndarray) -> Any:
+        """uint8[B, 24, 24, 3] → face probability [B], regression [B, 4]."""
+
+    def onet(self, crops_u8: np.ndarray) -> Any:
+        """uint8[B, 48, 48, 3] → probability [B], regression [B, 4], landmarks [B, 10] (x1..x5, y1..y5)."""
+
+
+def compiled_programs() -> int:
+    """How many XLA programs the JAX networks hold compiled: :func:`mtcnn_jax.networks.compiled_programs`."""
+    from mtcnn_jax import networks  # noqa: PLC0415  (JAX loads only for the JAX networks)
+
+    return networks.compiled_programs()
 
 
 # ---------------------------------------------------------------------------
@@ -120,6 +149,8 @@ def _check_overlaps(nms_thresholds: Any) -> Tuple[float, float, float, float]:
 
 def _load_weights(weights: Weights) -> dict:
     """``None`` → the authors' weights; a dict of params; or a msgpack file / a folder holding ``params.msgpack``."""
+    from mtcnn_jax import pretrained  # noqa: PLC0415  (Flax loads only for the JAX networks)
+
     if weights is None:
         return pretrained.load_pretrained()
     if isinstance(weights, dict):
@@ -156,6 +187,10 @@ class MTCNN:
         resized from the level about twice its size, :func:`mtcnn_jax.pyramid.sources`;
         about 4x fewer pixels read, the same AP on WIDER FACE) or "original"
         (each level from the image, as the authors do).
+      networks: the networks to run (:class:`Networks`); ``None`` builds the JAX
+        networks from ``weights``. Exported ones hold their weights (``weights``
+        must then be None, and ``compilation_cache`` is their loader's business):
+        :func:`mtcnn_jax.deploy.load_model`.
 
     Whatever the image sizes, the networks run in a fixed set of shapes (P-Net on
     packed 128×128 tiles, R-Net and O-Net on fixed crop batches): a process
@@ -173,8 +208,9 @@ class MTCNN:
         weights: Weights = None,
         compilation_cache: bool = True,
         pyramid: str = "chained",
+        networks: Optional[Networks] = None,
     ) -> None:
-        if compilation_cache:
+        if compilation_cache and networks is None:
             compilation.enable_persistent_cache()
         self.min_face_size, self.factor, self.thresholds = _check_settings(
             min_face_size, factor, thresholds, resize, pyramid
@@ -183,36 +219,52 @@ class MTCNN:
         self.flip_landmarks = bool(flip_landmarks)
         self.resize = resize
         self.pyramid = pyramid
-        params = _load_weights(weights)
-        missing = [s for s in pretrained.STAGES if s not in params]
-        if missing:
-            raise UserError(f"weights lack the {', '.join(missing)} params")
-        self.params = jax.device_put({s: params[s] for s in pretrained.STAGES})
+        self.params: Optional[Dict[str, Any]] = None  # the JAX networks' params (on the device)
+        if networks is None:
+            from mtcnn_jax.networks import JaxNetworks  # noqa: PLC0415  (JAX loads here)
+
+            params = _load_weights(weights)
+            missing = [s for s in ("pnet", "rnet", "onet") if s not in params]
+            if missing:
+                raise UserError(f"weights lack the {', '.join(missing)} params")
+            networks = JaxNetworks(params)
+            self.params = networks.params
+        elif weights is not None:
+            raise UserError("weights: exported networks hold their own weights; pass weights=None")
+        self.networks: Networks = networks
 
     # -- public API ---------------------------------------------------------
 
     @overload
-    def detect(self, images: np.ndarray) -> Faces: ...
+    def detect(self, images: inputs.ImageLike, keep: str = ...) -> Faces: ...
 
     @overload
-    def detect(self, images: Sequence[np.ndarray]) -> List[Faces]: ...
+    def detect(self, images: Union[List[Any], Tuple[Any, ...]], keep: str = ...) -> List[Faces]: ...
 
-    def detect(self, images: Union[np.ndarray, Sequence[np.ndarray]]) -> Union[Faces, List[Faces]]:
-        """Detect faces in one image (uint8[H, W, 3] RGB) or a list of images of any sizes.
+    def detect(self, images: Any, keep: str = "all") -> Union[Faces, List[Faces]]:
+        """Detect faces in one image or in several images of any sizes.
 
-        Returns :class:`Faces` for one image, a list of them for a list. Images
-        smaller than 12 pixels on a side give no faces. A list is processed
-        :attr:`group_size` images at a time: their P-Net tiles, R-Net crops and
+        ``images``: one image (a uint8[H, W, 3] RGB array, grayscale [H, W] or RGBA
+        [H, W, 4]; a file path, read by :func:`mtcnn_jax.images.load_image`; or a PIL
+        image), or several (a list or tuple of those, or a uint8[B, H, W, 3] batch):
+        :mod:`mtcnn_jax.inputs`. Returns :class:`Faces` for one image, a list of them
+        for several (a 4-D batch gives a list). ``keep``: "all" (default), "largest"
+        (only the face with the largest box) or "best" (only the most confident face):
+        :func:`mtcnn_jax.inputs.select`.
+
+        Images smaller than 12 pixels on a side give no faces. Several images are
+        processed :attr:`group_size` at a time: their P-Net tiles, R-Net crops and
         O-Net crops each go through the networks together; the results are those
         of detecting each image alone.
         """
-        if isinstance(images, (list, tuple)):
-            out: List[Faces] = []
-            for s in range(0, len(images), self.group_size):
-                group = [as_rgb_uint8(im, f"image {s + i}") for i, im in enumerate(images[s : s + self.group_size])]
-                out.extend(self._detect_group(group))
-            return out
-        return self._detect_group([as_rgb_uint8(images)])[0]
+        items, single = inputs.as_batch(images)
+        inputs.check_keep(keep)
+        out: List[Faces] = []
+        for s in range(0, len(items), self.group_size):
+            group = [inputs.to_image(im, "image" if single else f"image {s + i}")
+                     for i, im in enumerate(items[s : s + self.group_size])]
+            out.extend(inputs.select(f, keep) for f in self._detect_group(group))
+        return out[0] if single else out
 
     __call__ = detect
 
@@ -246,9 +298,9 @@ class MTCNN:
     def _proposals(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
         # 1. The image pyramid of every image; each level is made as P-Net's tiles need it.
         levels = pyramid.Levels(images, self.min_face_size, self.factor, self.pyramid, self.resize)
-        # 2. P-Net on every scale (all levels packed into tiles: mtcnn_jax.tiles) → windows above threshold 1.
+        # 2. P-Net on every scale (the JAX networks pack all levels into tiles) → windows above threshold 1.
         found: List[list] = [[] for _ in images]
-        for (k, scale), (prob, reg) in zip(levels.owner, tiles.pnet_stream(self.params["pnet"], levels.sizes, levels.make)):
+        for (k, scale), (prob, reg) in zip(levels.owner, self.networks.pnet(levels.sizes, levels.make)):
             cand = _windows(prob, reg, scale, self.thresholds[0])
             # 3. NMS 0.5 within the scale.
             if len(cand):
@@ -269,7 +321,8 @@ class MTCNN:
     def _refine(self, images: Sequence[np.ndarray], cands: Sequence[np.ndarray]) -> List[np.ndarray]:
         # 6. R-Net on the 24×24 crops of every box (zero-padded outside the image).
         crops = [bx.convert(c[:, :4], AUTHORS, INCLUSIVE) for c in cands]
-        res = networks.run_crops(networks.rnet, self.params["rnet"], images, crops, 24, self.resize, networks.RNET_BATCH)
+        nets = self.networks
+        res = tiles.run_crops(nets.rnet, images, crops, 24, self.resize, nets.rnet_batch, fixed=nets.fixed_batches)
         if res is None:  # no boxes in any image
             return [np.zeros((0, 5)) for _ in cands]
         out = []
@@ -286,14 +339,14 @@ class MTCNN:
         # 8. Truncate; O-Net on the 48×48 crops (with flip_landmarks, also on the mirrored crops).
         fixed = [np.fix(c[:, :4]) for c in cands]
         crops = [bx.convert(b, AUTHORS, INCLUSIVE) for b in fixed]
-        res = networks.run_crops(
-            networks.onet, self.params["onet"], images, crops, 48, self.resize, networks.ONET_BATCH, self.flip_landmarks
-        )
+        nets = self.networks
+        res = tiles.run_crops(nets.onet, images, crops, 48, self.resize, nets.onet_batch, self.flip_landmarks,
+                              nets.fixed_batches)
         if res is None:  # no boxes in any image
             return [no_faces() for _ in cands]
         if self.flip_landmarks:
             res, mirrored = res
-            res[2] = 0.5 * (res[2] + models.mirror_landmarks(mirrored[2]))
+            res[2] = 0.5 * (res[2] + tiles.mirror_landmarks(mirrored[2]))
         out = []
         for b, (prob, reg, lms) in zip(fixed, _per_image(res, fixed)):
             # 9. Keep scores above threshold 3; landmarks relative to the box before its regression.
@@ -366,22 +419,22 @@ def _per_image(outputs: Sequence[np.ndarray], boxes_per_image: Sequence[np.ndarr
 
 
 @overload
-def detect(images: np.ndarray, **settings: Any) -> Faces: ...
+def detect(images: inputs.ImageLike, keep: str = ..., **settings: Any) -> Faces: ...
 
 
 @overload
-def detect(images: Sequence[np.ndarray], **settings: Any) -> List[Faces]: ...
+def detect(images: Union[List[Any], Tuple[Any, ...]], keep: str = ..., **settings: Any) -> List[Faces]: ...
 
 
-def detect(images: Union[np.ndarray, Sequence[np.ndarray]], **settings: Any) -> Union[Faces, List[Faces]]:
-    """Functional form: ``MTCNN(**settings).detect(images)`` (the detector is cached per settings)."""
+def detect(images: Any, keep: str = "all", **settings: Any) -> Union[Faces, List[Faces]]:
+    """Functional form: ``MTCNN(**settings).detect(images, keep)`` (the detector is cached per settings)."""
     key = tuple(sorted((k, v if not isinstance(v, list) else tuple(v)) for k, v in settings.items() if k != "weights"))
     if "weights" in settings and settings["weights"] is not None:
-        return MTCNN(**settings).detect(images)
+        return MTCNN(**settings).detect(images, keep)
     det = _DETECTORS.get(key)
     if det is None:
         det = _DETECTORS[key] = MTCNN(**settings)
-    return det.detect(images)
+    return det.detect(images, keep)
 
 
 _DETECTORS: Dict[tuple, MTCNN] = {}

@@ -6,6 +6,9 @@ weights, sample caches, metrics logs, sweep tables) goes through
 file in the same folder, which is then renamed over the target. A crash, a kill
 or a full disk leaves either the old file or the new one, never a mix.
 
+:class:`OutputPolicy` says where a command may write: never onto an input, inside
+an input folder or over an existing file unless the user passes ``--overwrite``.
+
 Inputs that a long job cannot use (an unreadable image, a malformed line of a
 list) are skipped and reported by :func:`report_skipped`, one line each on
 stderr, so that the job finishes with what it could read.
@@ -21,9 +24,11 @@ import secrets
 import stat
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Iterator, List, Mapping, Optional, Union
+from typing import Any, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
+
+from mtcnn_jax.errors import FormatError, UserError
 
 PathLike = Union[str, os.PathLike]
 
@@ -119,8 +124,6 @@ def read_text(path: PathLike) -> str:
 
     (``OSError`` — a missing or unreadable file — passes through for the caller to name.)
     """
-    from mtcnn_jax.errors import FormatError  # noqa: PLC0415
-
     data = Path(path).read_bytes()
     try:
         return data.decode("utf-8")
@@ -142,3 +145,79 @@ def report_skipped(messages: Iterable[str], into: Optional[List[str]] = None) ->
     if into is not None:
         into.extend(messages)
     return messages
+
+
+class OutputPolicy:
+    """Where a command may write, given its inputs (files and folders) and ``--overwrite``.
+
+    Without ``overwrite``: an output file may not exist yet, may not be an input file,
+    and may not lie inside an input folder; an output folder may not be an input
+    folder, lie inside one, or hold an input. With ``overwrite`` all of these are
+    allowed (an output folder inside an input folder is then not searched for inputs:
+    see :func:`collect_images`). Refusals are one-line :class:`~mtcnn_jax.errors.UserError` s
+    naming the option, the path and how to proceed.
+    """
+
+    def __init__(self, inputs: Sequence[str], overwrite: bool = False):
+        self.overwrite = bool(overwrite)
+        real = [(os.path.realpath(p), os.path.isdir(p)) for p in inputs if p is not None and os.path.exists(p)]
+        self.input_files = {r for r, is_dir in real if not is_dir}
+        self.input_folders = [r for r, is_dir in real if is_dir]
+
+    def conflict(self, path: str) -> Optional[str]:
+        """Why writing the file ``path`` would touch the user's data, or None (ignores ``overwrite``)."""
+        real = os.path.realpath(path)
+        if real in self.input_files:
+            return "is an input file"
+        for folder in self.input_folders:
+            if real == folder or real.startswith(folder.rstrip(os.sep) + os.sep):
+                return f"lies inside the input folder {folder}"
+        if os.path.lexists(path) and not is_special(path):  # writing into /dev/null replaces nothing
+            return "exists"
+        return None
+
+    def check_file(self, option: str, path: str) -> str:
+        """Validate an output file given by ``option``; returns ``path``."""
+        if os.path.isdir(path):
+            raise UserError(f"{option}: {path} is a folder")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise UserError(f"{option}: folder {folder} does not exist")
+        why = None if self.overwrite else self.conflict(path)
+        if why is not None:
+            raise UserError(f"{option}: {path} {why}: choose another path, or pass --overwrite")
+        return path
+
+    def check_folder(self, option: str, path: str) -> str:
+        """Validate (and create) an output folder given by ``option``; returns ``path``."""
+        if os.path.lexists(path) and not os.path.isdir(path):
+            raise UserError(f"{option}: {path} exists and is not a folder")
+        if not self.overwrite:
+            real = os.path.realpath(path)
+            for folder in self.input_folders:
+                if real == folder:
+                    raise UserError(f"{option}: {path} is an input folder: choose another folder, "
+                                    "or pass --overwrite")
+                if real.startswith(folder.rstrip(os.sep) + os.sep):
+                    raise UserError(f"{option}: {path} lies inside the input folder {folder}: choose a folder "
+                                    "outside the inputs, or pass --overwrite")
+            for item in sorted(self.input_files) + self.input_folders:
+                if item.startswith(real.rstrip(os.sep) + os.sep):
+                    raise UserError(f"{option}: {path} holds the input {item}: choose another folder, "
+                                    "or pass --overwrite")
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"{option}: cannot create {path} ({err.strerror or err})") from None
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UserError(f"{option}: cannot write into {path} (permission denied)")
+        return path
+
+    def refuse_existing(self, option: str, folder: str, names: Sequence[str]) -> None:
+        """Refuse (one line) when one of ``folder/names`` exists, unless ``overwrite``."""
+        if self.overwrite:
+            return
+        taken = [n for n in names if os.path.lexists(os.path.join(folder, n))]
+        if taken:
+            raise UserError(f"{option}: {folder} already holds {', '.join(taken)}: choose another folder, "
+                            "or pass --overwrite")

@@ -36,7 +36,10 @@ from typing import NamedTuple, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+# The mirrored point order and mirror_landmarks live with the crop batches the detector mirrors
+# (mtcnn_jax.tiles, which needs no Flax); importable from here as before.
+from mtcnn_jax.tiles import MIRROR, mirror_landmarks  # noqa: F401
 
 
 class NetOutput(NamedTuple):
@@ -180,22 +183,6 @@ class ONet(nn.Module):
         box = nn.Dense(4, name="box")(x)
         lms = nn.Dense(10, name="landmarks")(x) if self.landmarks else None
         return NetOutput(logits, box, lms)
-
-
-#: Point order of a horizontally mirrored face: left/right eyes and mouth corners swap.
-MIRROR = (1, 0, 2, 4, 3)
-
-
-def mirror_landmarks(lms):
-    """Landmarks ``[..., 10]`` (x1..x5, y1..y5, relative to the window) of the mirrored window.
-
-    Mirroring maps x to ``1 - x`` and swaps the left and right points (eyes 0↔1,
-    mouth corners 3↔4); y is unchanged. Mirroring twice gives the input back.
-    Works on NumPy arrays of any leading shape; returns the input's dtype.
-    """
-    lms = np.asarray(lms)
-    order = list(MIRROR)
-    return np.concatenate([1.0 - lms[..., :5][..., order], lms[..., 5:][..., order]], axis=-1).astype(lms.dtype)
 
 
 #: Input side of each stage's window, in pixels.

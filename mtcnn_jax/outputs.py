@@ -1,6 +1,6 @@
 """Finding input images under files and folders, the output policy, and writing annotated copies safely.
 
-The output policy (:class:`OutputPolicy`), applied by every command that writes:
+The output policy (:class:`mtcnn_jax.files.OutputPolicy`, re-exported here), applied by every command that writes:
 never write onto an input file or inside an input folder, and never replace a file
 that exists, unless the user passes ``--overwrite``; every file is written
 atomically (:mod:`mtcnn_jax.files`).
@@ -25,7 +25,7 @@ import numpy as np
 from mtcnn_jax import files, images
 from mtcnn_jax.draw import annotate
 from mtcnn_jax.errors import ImageError, UserError
-from mtcnn_jax.files import write_atomically
+from mtcnn_jax.files import OutputPolicy, write_atomically  # noqa: F401  (OutputPolicy: re-exported)
 
 _SEPARATORS = re.compile(r"[\\/]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -41,82 +41,6 @@ def inside(path: str, folder: str) -> bool:
     """Whether ``path`` is ``folder`` or lies under it, symbolic links resolved."""
     path, folder = os.path.realpath(path), os.path.realpath(folder)
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-class OutputPolicy:
-    """Where a command may write, given its inputs (files and folders) and ``--overwrite``.
-
-    Without ``overwrite``: an output file may not exist yet, may not be an input file,
-    and may not lie inside an input folder; an output folder may not be an input
-    folder, lie inside one, or hold an input. With ``overwrite`` all of these are
-    allowed (an output folder inside an input folder is then not searched for inputs:
-    see :func:`collect_images`). Refusals are one-line :class:`~mtcnn_jax.errors.UserError` s
-    naming the option, the path and how to proceed.
-    """
-
-    def __init__(self, inputs: Sequence[str], overwrite: bool = False):
-        self.overwrite = bool(overwrite)
-        real = [(os.path.realpath(p), os.path.isdir(p)) for p in inputs if p is not None and os.path.exists(p)]
-        self.input_files = {r for r, is_dir in real if not is_dir}
-        self.input_folders = [r for r, is_dir in real if is_dir]
-
-    def conflict(self, path: str) -> Optional[str]:
-        """Why writing the file ``path`` would touch the user's data, or None (ignores ``overwrite``)."""
-        real = os.path.realpath(path)
-        if real in self.input_files:
-            return "is an input file"
-        for folder in self.input_folders:
-            if real == folder or real.startswith(folder.rstrip(os.sep) + os.sep):
-                return f"lies inside the input folder {folder}"
-        if os.path.lexists(path) and not files.is_special(path):  # writing into /dev/null replaces nothing
-            return "exists"
-        return None
-
-    def check_file(self, option: str, path: str) -> str:
-        """Validate an output file given by ``option``; returns ``path``."""
-        if os.path.isdir(path):
-            raise UserError(f"{option}: {path} is a folder")
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise UserError(f"{option}: folder {folder} does not exist")
-        why = None if self.overwrite else self.conflict(path)
-        if why is not None:
-            raise UserError(f"{option}: {path} {why}: choose another path, or pass --overwrite")
-        return path
-
-    def check_folder(self, option: str, path: str) -> str:
-        """Validate (and create) an output folder given by ``option``; returns ``path``."""
-        if os.path.lexists(path) and not os.path.isdir(path):
-            raise UserError(f"{option}: {path} exists and is not a folder")
-        if not self.overwrite:
-            real = os.path.realpath(path)
-            for folder in self.input_folders:
-                if real == folder:
-                    raise UserError(f"{option}: {path} is an input folder: choose another folder, "
-                                    "or pass --overwrite")
-                if real.startswith(folder.rstrip(os.sep) + os.sep):
-                    raise UserError(f"{option}: {path} lies inside the input folder {folder}: choose a folder "
-                                    "outside the inputs, or pass --overwrite")
-            for item in sorted(self.input_files) + self.input_folders:
-                if item.startswith(real.rstrip(os.sep) + os.sep):
-                    raise UserError(f"{option}: {path} holds the input {item}: choose another folder, "
-                                    "or pass --overwrite")
-        try:
-            os.makedirs(path, exist_ok=True)
-        except OSError as err:
-            raise UserError(f"{option}: cannot create {path} ({err.strerror or err})") from None
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise UserError(f"{option}: cannot write into {path} (permission denied)")
-        return path
-
-    def refuse_existing(self, option: str, folder: str, names: Sequence[str]) -> None:
-        """Refuse (one line) when one of ``folder/names`` exists, unless ``overwrite``."""
-        if self.overwrite:
-            return
-        taken = [n for n in names if os.path.lexists(os.path.join(folder, n))]
-        if taken:
-            raise UserError(f"{option}: {folder} already holds {', '.join(taken)}: choose another folder, "
-                            "or pass --overwrite")
 
 
 class InputImage(NamedTuple):
@@ -157,13 +81,16 @@ def collect_images(
     return items
 
 
-def output_name(relative: str, used: Set[str]) -> str:
+def output_name(relative: str, used: Set[str], extension: Optional[str] = None) -> str:
     """A safe relative output path for ``relative``, unique among ``used`` (updated).
 
     Splits on / and \\, drops empty, ``.`` and ``..`` parts (so the result never
     leaves the output folder), keeps an image extension (else adds ``.png``), and
     adds ``-1``, ``-2``, ... before the extension when the name (compared
     case-insensitively) is taken. Returns the path joined with ``os.sep``.
+
+    ``extension`` (e.g. ``".mp4"``, or ``""`` for a bare stem such as a folder of
+    crops) replaces the name's own extension instead.
     """
     drive_free = _SEPARATORS.sub("/", relative)
     parts = [p for p in drive_free.split("/") if p not in ("", ".", "..")]
@@ -172,7 +99,9 @@ def output_name(relative: str, used: Set[str]) -> str:
     if not parts:
         parts = ["image"]
     stem, ext = os.path.splitext(parts[-1])
-    if not images.is_image_name(parts[-1]):
+    if extension is not None:
+        stem, ext = (stem or parts[-1]), extension
+    elif not images.is_image_name(parts[-1]):
         stem, ext = parts[-1], ".png"
     k = 0
     while True:
@@ -200,3 +129,42 @@ def write_annotated(out_dir: str, name: str, image: np.ndarray, faces) -> str:
         raise OSError(f"cannot encode {name}")
     write_atomically(path, encoded.tobytes())
     return path
+
+
+def crop_names(stem: str, count: int) -> List[str]:
+    """The names of the aligned crops of one image or frame: ``<stem>_0.png``, ``<stem>_1.png``, ...
+    (face k of the detections, in their order: descending score)."""
+    return [f"{stem}_{k}.png" for k in range(count)]
+
+
+def write_crops(out_dir: str, stem: str, image: np.ndarray, faces, size: int = 112,
+                overwrite: bool = False) -> List[str]:
+    """Write the aligned ``size`` × ``size`` crop of each face to ``out_dir/<stem>_<k>.png``; returns the paths.
+
+    ``faces``: the detections of ``image`` (RGB), with landmarks; each crop is
+    :func:`mtcnn_jax.align.align` of its face (the default, ArcFace convention), written
+    atomically as PNG. ``stem``: a safe relative name (:func:`output_name` with
+    ``extension=""``). Without ``overwrite`` nothing is written when one of the files
+    exists (``FileExistsError`` naming it); ``OSError`` too when a file cannot be
+    written or would land outside ``out_dir`` (a symbolic link inside it).
+    """
+    from mtcnn_jax.align import align  # noqa: PLC0415
+
+    paths = [os.path.join(out_dir, name) for name in crop_names(stem, len(faces[1]))]
+    if not paths:
+        return []
+    if not overwrite:
+        for path in paths:
+            if os.path.lexists(path):
+                raise FileExistsError(f"{path} exists (pass --overwrite to replace it)")
+    folder = os.path.dirname(paths[0])
+    os.makedirs(folder, exist_ok=True)
+    if not inside(folder, out_dir):
+        raise OSError(f"{folder} would be outside {out_dir} (symbolic link?)")
+    crops = align(image, faces, size)
+    for crop, path in zip(crops, paths):
+        ok, encoded = cv2.imencode(".png", crop[:, :, ::-1])
+        if not ok:
+            raise OSError(f"cannot encode {path}")
+        write_atomically(path, encoded.tobytes())
+    return paths

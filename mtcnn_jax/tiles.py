@@ -11,15 +11,23 @@ pooling pairs never straddle two pieces) and run :data:`PNET_TILES_PER_CALL`
 tiles at a time. The result equals P-Net on each whole level up to float
 rounding (``tests/test_speed_invariants.py``), and any stream of image sizes
 compiles one P-Net program.
+
+R-Net and O-Net are fed the same way: :func:`run_crops` cuts the crops of all
+images of a group straight into fixed batches. Both take the network as a
+function, so the same packing feeds every backend of the cascade (the JAX
+networks of :mod:`mtcnn_jax.networks`, the programs exported by
+:mod:`mtcnn_jax.export`, ONNX Runtime sessions), and this module imports no JAX.
+:func:`mirror_landmarks` undoes the mirroring of the crops that ``run_crops(...,
+mirrored=True)`` also runs (the detector's ``flip_landmarks``).
 """
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Sequence, Tuple
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mtcnn_jax import networks
+from mtcnn_jax import boxes as bx
 
 #: Tile side (even) and tiles per call: a small fixed shape, so one program
 #: whatever the image sizes and a working set that stays in the CPU's caches.
@@ -97,15 +105,27 @@ def pnet_levels(params, levels: Sequence[np.ndarray], tile: int = 0, per_call: i
     return pnet_stream(params, [lv.shape[:2] for lv in levels], levels.__getitem__, tile, per_call)
 
 
-def pnet_stream(params, sizes: Sequence[Tuple[int, int]], make_level, tile: int = 0, per_call: int = 0):
+#: A P-Net on packed tiles: ``(uint8[K, T, T, 3] tiles, bool[K, T - 2, T - 2] mask)`` →
+#: float32[K, T/2 - 5, T/2 - 5, 5] (probability, regression), as :func:`mtcnn_jax.networks.pnet_tiles`.
+TileNetwork = Callable[[np.ndarray, np.ndarray], object]
+
+
+def pnet_stream(params, sizes: Sequence[Tuple[int, int]], make_level, tile: int = 0, per_call: int = 0,
+                run: Optional[TileNetwork] = None):
     """:func:`pnet_levels` for levels made on demand: ``make_level(i)`` → uint8[h_i, w_i, 3], called in order.
 
     The packing needs only the sizes, so tiles are dispatched as soon as the
     levels they hold exist: the device runs P-Net on the first levels while the
-    host is still resizing the next ones.
+    host is still resizing the next ones. ``run``: the tile network (default:
+    :func:`mtcnn_jax.networks.pnet_tiles` with ``params``); its results are
+    read (``np.asarray``) only once every tile is dispatched.
     """
     tile = tile or PNET_TILE
     per_call = per_call or PNET_TILES_PER_CALL
+    if run is None:
+        from mtcnn_jax import networks  # noqa: PLC0415  (JAX loads only for the JAX networks)
+
+        run = lambda tiles_u8, mask: networks.pnet_tiles(params, tiles_u8, mask)  # noqa: E731
     pieces = [p for i, (h, w) in enumerate(sizes) for p in cut_level(i, h, w, tile)]
     place = pack_pieces(pieces, tile)
     n_tiles = max((t for t, _, _ in place), default=-1) + 1
@@ -125,7 +145,7 @@ def pnet_stream(params, sizes: Sequence[Tuple[int, int]], make_level, tile: int 
             for p, y, x in held[t]:
                 tiles[j, y : y + p.h, x : x + p.w] = levels[p.level][p.y0 : p.y0 + p.h, p.x0 : p.x0 + p.w]
                 mask[j, y : y + p.h - 2, x : x + p.w - 2] = True
-        pending.append((ids, networks.pnet_tiles(params, tiles, mask)))
+        pending.append((ids, run(tiles, mask)))
 
     for i in range(len(sizes)):
         levels[i] = make_level(i)
@@ -148,3 +168,62 @@ def pnet_stream(params, sizes: Sequence[Tuple[int, int]], make_level, tile: int 
         oh, ow = pnet_output_size(p.h, p.w)
         maps[p.level][p.y0 // 2 : p.y0 // 2 + oh, p.x0 // 2 : p.x0 // 2 + ow] = out[t][y // 2 : y // 2 + oh, x // 2 : x // 2 + ow]
     return [(m[..., 0], m[..., 1:]) for m in maps]
+
+
+def run_crops(fn, images, boxes_list, size: int, method: str, batch: int, mirrored: bool = False,
+              fixed: bool = True):
+    """Crop network ``fn`` on the ``size × size`` crops of ``boxes_list[k]`` (0-based inclusive) in ``images[k]``.
+
+    ``fn(uint8[B, size, size, 3])`` → a tuple of per-crop outputs. Crops are cut
+    straight into batches of ``batch``, and each batch is dispatched as soon as
+    it is full, so the device computes while the host cuts the next one; the last
+    batch is zero-padded to ``batch`` when ``fixed`` (one program shape), else cut
+    short. Returns the outputs for all boxes in order (cut back to their number),
+    or ``None`` when there are none. ``mirrored``: also run ``fn`` on the
+    horizontally mirrored crops; returns ``(plain, mirrored)``.
+    """
+    pending, mirror_pending = [], []
+    buf, fill = None, 0
+    total = 0
+
+    def dispatch(crops):
+        pending.append(fn(crops))
+        if mirrored:
+            mirror_pending.append(fn(np.ascontiguousarray(crops[:, :, ::-1])))
+
+    for image, boxes in zip(images, boxes_list):
+        at = 0
+        while at < len(boxes):
+            if buf is None:
+                buf, fill = np.zeros((batch, size, size, 3), np.uint8), 0
+            take = min(batch - fill, len(boxes) - at)
+            buf[fill : fill + take] = bx.crop_and_resize(image, boxes[at : at + take], size, method)
+            fill, at, total = fill + take, at + take, total + take
+            if fill == batch:
+                dispatch(buf)
+                buf = None
+    if buf is not None:
+        dispatch(buf if fixed else buf[:fill])
+    if not pending:
+        return None
+
+    def gather(results):
+        return [np.concatenate([np.asarray(r[i]) for r in results])[:total] for i in range(len(results[0]))]
+
+    return (gather(pending), gather(mirror_pending)) if mirrored else gather(pending)
+
+
+#: Point order of a horizontally mirrored face: left/right eyes and mouth corners swap.
+MIRROR = (1, 0, 2, 4, 3)
+
+
+def mirror_landmarks(lms):
+    """Landmarks ``[..., 10]`` (x1..x5, y1..y5, relative to the window) of the mirrored window.
+
+    Mirroring maps x to ``1 - x`` and swaps the left and right points (eyes 0↔1,
+    mouth corners 3↔4); y is unchanged. Mirroring twice gives the input back.
+    Works on NumPy arrays of any leading shape; returns the input's dtype.
+    """
+    lms = np.asarray(lms)
+    order = list(MIRROR)
+    return np.concatenate([1.0 - lms[..., :5][..., order], lms[..., 5:][..., order]], axis=-1).astype(lms.dtype)

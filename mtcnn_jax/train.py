@@ -247,10 +247,10 @@ def check_workdir(workdir, inputs: Iterable = (), overwrite: bool = False, optio
     a path that exists and is not a folder; a folder that cannot be created or
     written into; and, unless ``overwrite``, a folder that is one of ``inputs``
     (the training data folders), lies inside one or holds one
-    (:class:`mtcnn_jax.outputs.OutputPolicy`).
+    (:class:`mtcnn_jax.files.OutputPolicy`).
     """
     from mtcnn_jax.errors import UserError  # noqa: PLC0415
-    from mtcnn_jax.outputs import OutputPolicy  # noqa: PLC0415
+    from mtcnn_jax.files import OutputPolicy  # noqa: PLC0415
 
     path = os.fspath(workdir)
     OutputPolicy([os.fspath(p) for p in inputs if p], overwrite).check_folder(option, path)

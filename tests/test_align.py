@@ -82,7 +82,7 @@ def test_bad_points_raise():
 def test_template_scales_with_size():
     np.testing.assert_array_equal(template(112), ARCFACE_TEMPLATE)
     np.testing.assert_allclose(template(224), ARCFACE_TEMPLATE * 2, rtol=1e-6)
-    assert template(56).dtype == np.float32
+    assert template(56, mode="scaled").dtype == np.float32  # 56: no arcface rule (not a multiple of 112 or 128)
 
 
 @pytest.mark.parametrize("size", [112, 224])
@@ -135,3 +135,82 @@ def test_align_rejects_bad_shapes():
         align(image, np.zeros((2, 4, 2)))
     with pytest.raises(ValueError):
         align(image.astype(np.float32), ARCFACE_TEMPLATE)
+
+
+# --------------------------------------------------------------------------- sizes: insightface's convention
+
+
+def test_arcface_template_at_128_is_the_112_template_moved_8_px_right():
+    """insightface's estimate_norm: 128 % 112 != 0, so ratio = 128 / 128 = 1 and diff_x = 8 * 1:
+    left eye (38.2946 + 8, 51.6963) = (46.2946, 51.6963), right mouth corner (78.7299, 92.2041)."""
+    t = template(128)
+    np.testing.assert_allclose(t[0], [46.2946, 51.6963], atol=1e-4)
+    np.testing.assert_allclose(t[4], [78.7299, 92.2041], atol=1e-4)
+    np.testing.assert_array_equal(t, template(128, mode="arcface"))
+    np.testing.assert_allclose(t, ARCFACE_TEMPLATE + [8.0, 0.0], atol=1e-5)
+
+
+def test_arcface_template_at_multiples():
+    # 256: ratio 2, diff_x 16: left eye (2 * 38.2946 + 16, 2 * 51.6963) = (92.5892, 103.3926)
+    np.testing.assert_allclose(template(256)[0], [92.5892, 103.3926], atol=1e-4)
+    # 224 = 2 * 112: ratio 2, no shift: (76.5892, 103.3926), as the scaled template
+    np.testing.assert_allclose(template(224)[0], [76.5892, 103.3926], atol=1e-4)
+    np.testing.assert_array_equal(template(224), template(224, mode="scaled"))
+    # 896 is a multiple of both: the 112 rule comes first (ratio 8, no shift)
+    np.testing.assert_allclose(template(896), ARCFACE_TEMPLATE * 8, rtol=1e-6)
+
+
+def test_scaled_template_keeps_the_old_rule():
+    """128 / 112 = 8 / 7: left eye (38.2946 * 8 / 7, 51.6963 * 8 / 7) = (43.765257, 59.081486)."""
+    np.testing.assert_allclose(template(128, mode="scaled")[0], [43.765257, 59.081486], atol=1e-4)
+    np.testing.assert_allclose(template(160, mode="scaled"), ARCFACE_TEMPLATE * 160 / 112, rtol=1e-6)
+
+
+def test_sizes_and_modes_outside_the_conventions_are_refused():
+    with pytest.raises(ValueError, match="multiples of 112 or 128; pass mode='scaled'"):
+        template(160)
+    with pytest.raises(ValueError, match="multiples of 112 or 128"):
+        align(np.zeros((20, 20, 3), np.uint8), ARCFACE_TEMPLATE, size=150)
+    with pytest.raises(ValueError, match="mode must be one of 'arcface', 'scaled'"):
+        template(112, mode="insightface")
+    for bad in (0, -112, 112.5, "112", None, True):
+        with pytest.raises(ValueError, match="size must be a positive whole number"):
+            template(bad)
+
+
+def test_alignment_matrix_by_hand():
+    """Landmarks = the 112 template shifted by (100, 50) (a face at the template's scale).
+    arcface 128: the map onto template + (8, 0) is the translation (-92, -50);
+    scaled 128: scale 8/7 and translation -(100, 50) * 8/7 = (-114.285714, -57.142857)."""
+    from mtcnn_jax.align import alignment_matrix
+
+    face = ARCFACE_TEMPLATE.astype(np.float64) + [100.0, 50.0]
+    np.testing.assert_allclose(alignment_matrix(face, 128), [[1, 0, -92], [0, 1, -50]], atol=1e-4)
+    np.testing.assert_allclose(alignment_matrix(face, 128, mode="scaled"),
+                               [[8 / 7, 0, -800 / 7], [0, 8 / 7, -400 / 7]], atol=1e-4)
+    np.testing.assert_allclose(alignment_matrix(face, 112), [[1, 0, -100], [0, 1, -50]], atol=1e-4)
+
+
+def test_align_128_arcface_is_a_shifted_window_of_the_image():
+    """With the face at the template's scale the arcface 128 crop is the image window starting at
+    (100 - 8, 50): crop[y, x] = image[y + 50, x + 92], pixel for pixel (a pure translation)."""
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    face = ARCFACE_TEMPLATE.astype(np.float64) + [100.0, 50.0]
+    crop = align(image, face, size=128)
+    assert crop.shape == (128, 128, 3)
+    # float32 template values leave the translation a few 1e-6 px off integers: bilinear weights of
+    # that size change no uint8 value by more than 1
+    assert np.abs(crop.astype(int) - image[50:178, 92:220].astype(int)).max() <= 1
+    np.testing.assert_array_equal(crop, align(image, face, size=128, mode="arcface"))  # the default
+    scaled = align(image, face, size=128, mode="scaled")
+    assert not np.array_equal(scaled, crop)
+
+
+def test_align_takes_named_tuples_with_landmarks():
+    from mtcnn_jax.rotations import RotatedFaces
+
+    image = np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)
+    faces = RotatedFaces(np.zeros((1, 4), np.float32), np.ones(1, np.float32), ARCFACE_TEMPLATE[None],
+                         np.zeros(1, np.float32))
+    np.testing.assert_array_equal(align(image, faces)[0], image)

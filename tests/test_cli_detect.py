@@ -470,3 +470,121 @@ def test_real_detector_folder_with_a_bad_file(tmp_path, capsys, real_detector):
     entries = json.loads((tmp_path / "out.json").read_text())
     assert [(os.path.basename(e["path"]), len(e["faces"])) for e in entries] == [("a.jpg", 1), ("b.png", 1)]
     assert out.splitlines()[-1] == "2 images, 2 faces, 1 error"
+
+
+# --------------------------------------------------------------------------- --keep, --crops, the new options
+
+
+class TwoFaceMTCNN(FakeMTCNN):
+    """Two faces per image: a small confident one (score 0.99, 10 × 10) and a large one (0.9, 20 × 20)."""
+
+    def detect(self, image):
+        FakeMTCNN.seen.append(image)
+        boxes = np.array([[1, 1, 11, 11], [12, 5, 32, 25]], np.float32)
+        points = np.stack([np.full((5, 2), 5.0), np.full((5, 2), 20.0)]).astype(np.float32)
+        points[:, :, 0] += np.arange(5)  # five distinct points per face
+        return Faces(boxes, np.array([0.99, 0.9], np.float32), points)
+
+
+@pytest.fixture
+def fake_two(fake, monkeypatch):
+    monkeypatch.setattr(sys.modules["mtcnn_jax.detector"], "MTCNN", TwoFaceMTCNN)
+    return TwoFaceMTCNN
+
+
+@pytest.mark.parametrize("keep, boxes", [
+    ("all", [[1, 1, 11, 11], [12, 5, 32, 25]]),
+    ("best", [[1, 1, 11, 11]]),
+    ("largest", [[12, 5, 32, 25]]),
+])
+def test_keep_selects_the_faces_written(tmp_path, capsys, fake_two, keep, boxes):
+    image = good_image(tmp_path / "x.png")
+    code, out, err = run(capsys, image, "--keep", keep, "--json", "-")
+    assert code == 0, err
+    (entry,) = json.loads(out)
+    assert [f["box"] for f in entry["faces"]] == boxes
+
+
+def test_crops_are_written_and_named_in_the_json(tmp_path, capsys, fake_two):
+    folder = tmp_path / "photos"
+    good_image(folder / "a.png")
+    good_image(folder / "sub" / "a.jpg")
+    crops = tmp_path / "crops"
+    code, out, err = run(capsys, folder, "--crops", crops, "--json", tmp_path / "out.json")
+    assert code == 0, err
+    entries = json.loads((tmp_path / "out.json").read_text())
+    names = [[f["crop"] for f in e["faces"]] for e in entries]
+    assert names == [[str(crops / "a_0.png"), str(crops / "a_1.png")],
+                     [str(crops / "sub" / "a_0.png"), str(crops / "sub" / "a_1.png")]]
+    for path in sum(names, []):
+        assert cv2.imread(path).shape == (112, 112, 3)
+    code, _, err = run(capsys, folder, "--crops", tmp_path / "c128", "--crop-size", "128", "--keep", "best")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "c128").rglob("*.png")) == ["a_0.png", "a_0.png"]
+    assert cv2.imread(str(tmp_path / "c128" / "a_0.png")).shape == (128, 128, 3)
+
+
+def test_crops_of_two_images_with_one_stem_are_told_apart(tmp_path, capsys, fake):
+    a, b = good_image(tmp_path / "one" / "x.png"), good_image(tmp_path / "two" / "x.jpg")
+    code, out, err = run(capsys, a, b, "--crops", tmp_path / "crops", "--json", "-")
+    assert code == 0, err
+    assert [e["faces"][0]["crop"] for e in json.loads(out)] == [
+        str(tmp_path / "crops" / "x_0.png"), str(tmp_path / "crops" / "x-1_0.png")]
+
+
+def test_existing_crops_are_not_replaced_without_overwrite(tmp_path, capsys, fake):
+    image = good_image(tmp_path / "x.png")
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    (crops / "x_0.png").write_bytes(b"mine")
+    code, out, err = run(capsys, image, "--crops", crops, "--json", tmp_path / "out.json")
+    assert code == 1
+    assert _stderr_lines(err) == [
+        f"mtcnn-jax: {image}: not cropped: {crops / 'x_0.png'} exists (pass --overwrite to replace it)"]
+    assert "crop" not in json.loads((tmp_path / "out.json").read_text())[0]["faces"][0]
+    assert (crops / "x_0.png").read_bytes() == b"mine"
+    code, _, err = run(capsys, image, "--crops", crops, "--overwrite")
+    assert code == 0, err
+    assert cv2.imread(str(crops / "x_0.png")).shape == (112, 112, 3)
+
+
+def test_crops_folder_follows_the_output_policy(tmp_path, capsys, fake):
+    folder = tmp_path / "photos"
+    good_image(folder / "x.png")
+    code, _, err = run(capsys, folder, "--crops", folder / "crops")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"mtcnn-jax: --crops: {folder / 'crops'} lies inside the input folder")
+    code, _, err = run(capsys, folder, "--crops", tmp_path / "same", "--annotate", tmp_path / "same")
+    assert code == 2 and err == "mtcnn-jax: --crops: must be another folder than --annotate\n"
+    # with --overwrite, crops inside the input folder are written, and not read back as input next time
+    for _ in range(2):
+        code, out, err = run(capsys, folder, "--crops", folder / "crops", "--overwrite")
+        assert code == 0, err
+        assert out.splitlines()[-1] == "1 image, 1 face, 0 errors"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--keep", "biggest"], "--keep: expected all, largest or best, got 'biggest'"),
+    (["--crop-size", "160"], "--crop-size: expected a multiple of 112 or 128 (the ArcFace crops' convention), got 160"),
+    (["--crop-size", "0"], "--crop-size: expected a whole number >= 1, got '0'"),
+    (["--rotations", ""], "--rotations: expected angles in degrees separated by commas (like 0,90,180,270), got ''"),
+    (["--every", "1.5"], "--every: expected a whole number >= 1, got '1.5'"),
+])
+def test_new_bad_options_give_one_line_and_exit_2(tmp_path, capsys, fake, argv, message):
+    code, out, err = run(capsys, good_image(tmp_path / "x.png"), *argv)
+    assert code == 2 and out == ""
+    assert err == f"mtcnn-jax: {message}\n"
+    assert fake.made == []
+
+
+def test_real_detector_crops_are_the_aligned_faces(tmp_path, capsys, real_detector):
+    from mtcnn_jax import align, load_image
+
+    code, out, err = run(capsys, ASTRONAUT, "--crops", tmp_path / "crops", "--json", "-")
+    assert code == 0, err
+    (entry,) = json.loads(out)
+    (face,) = entry["faces"]
+    written = cv2.imread(face["crop"])[:, :, ::-1]
+    expected = align(load_image(ASTRONAUT), np.array(face["landmarks"]))
+    # the JSON's landmarks are rounded to 2 decimals: the crop from them differs by rounding only
+    assert np.abs(written.astype(int) - expected.astype(int)).mean() < 1.0

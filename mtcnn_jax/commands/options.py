@@ -127,8 +127,20 @@ def parse_settings(args: argparse.Namespace) -> Settings:
     return Settings(min_face, factor, thresholds, weights, int(megapixels * 1e6), pyramid)
 
 
-def make_detector(settings: Settings):
-    """The detector for ``settings`` (imported here: JAX loads only when needed)."""
+def make_detector(settings: Settings, model: Optional[str] = None):
+    """The detector for ``settings`` (imported here: JAX loads only when needed).
+
+    ``model``: a folder written by ``mtcnn-jax export`` (either format), whose
+    networks and weights are used instead of the package's
+    (:func:`mtcnn_jax.deploy.load_model`); it excludes ``--weights``.
+    """
+    if model is not None:
+        from mtcnn_jax.deploy import load_model  # noqa: PLC0415
+
+        if settings.weights is not None:
+            raise UserError("--model and --weights exclude each other: the exported folder holds its own weights")
+        return load_model(model, min_face_size=settings.min_face, factor=settings.factor,
+                          thresholds=settings.thresholds, pyramid=settings.pyramid)
     from mtcnn_jax.detector import MTCNN  # noqa: PLC0415
 
     return MTCNN(
@@ -166,13 +178,13 @@ def read_input(option: str, path: str, reader, *args, **kwargs):
 
 def prepare_out(out: str, inputs: Sequence[Optional[str]] = (), overwrite: bool = False,
                 names: Sequence[str] = ()) -> str:
-    """Check and create the ``--out`` folder by the output policy (:class:`mtcnn_jax.outputs.OutputPolicy`).
+    """Check and create the ``--out`` folder by the output policy (:class:`mtcnn_jax.files.OutputPolicy`).
 
     ``inputs``: the command's input files and folders (the folder may not be, lie
     inside or hold one of them); ``names``: the files the command will write there
     (refused when one exists). Both unless ``overwrite``. UserError (one line) otherwise.
     """
-    from mtcnn_jax.outputs import OutputPolicy  # noqa: PLC0415
+    from mtcnn_jax.files import OutputPolicy  # noqa: PLC0415
 
     policy = OutputPolicy([p for p in inputs if p], overwrite)
     policy.check_folder("--out", out)

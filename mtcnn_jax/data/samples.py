@@ -61,6 +61,7 @@ the serial run's arrays exactly.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
@@ -368,6 +369,9 @@ def _cut_chunk(tasks: list) -> list:
 
 def _init_worker() -> None:
     cv2.setNumThreads(1)  # the pool is the parallelism; OpenCV's own threads would oversubscribe
+    # Ctrl-C reaches the whole process group: the parent stops the pool and reports
+    # once; the workers stay quiet instead of each printing a KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def resolve_workers(workers: Optional[int]) -> int:
