@@ -308,7 +308,8 @@ def load_rgb(path) -> np.ndarray:
 
 
 def landmark_faces(data: "DataSettings", skipped: Optional[list] = None) -> list[LandmarkFace]:
-    """The first ``data.landmark_faces`` faces of ``data.root / data.landmarks / data.landmark_list``.
+    """The first ``data.landmark_faces`` faces of ``data.root / data.landmarks / data.landmark_list`` (none, and no
+    list read, when ``data.landmark_faces`` is 0).
 
     Read in ``data.landmark_format`` ("celeba" takes the folder of both lists, see
     :mod:`mtcnn_jax.data.landmarks`). ``skipped``: when a list, malformed lines
@@ -316,6 +317,8 @@ def landmark_faces(data: "DataSettings", skipped: Optional[list] = None) -> list
     one raises. Faces must carry a box (windows are cut around it): a format
     without one (MTFL, aligned CelebA) is a :class:`UserError`.
     """
+    if data.landmark_faces == 0:  # a data set without landmark faces (e.g. WIDER alone)
+        return []
     root = Path(os.path.expanduser(data.root))
     fmt = data.landmark_format
     path = root / data.landmarks / data.landmark_list
@@ -535,7 +538,7 @@ def build(data: "DataSettings", size: int, seed: int, skipped: Optional[dict] = 
         raise UserError(f"training data not found: {wider_dir} (set config.data.root or MTCNN_JAX_DATA)")
     gt = find_wider_gt(wider_dir)  # the shared layout or the official WIDER_train + wider_face_split
     lm_list = lm_dir / data.landmark_list
-    for p in (gt, lm_list):
+    for p in (gt, lm_list) if data.landmark_faces else (gt,):  # no landmark faces: no list needed
         if not p.exists():
             raise UserError(f"training data not found: {p} (set config.data.root or MTCNN_JAX_DATA)")
     c = cutting(data, size)

@@ -33,18 +33,23 @@ What the builders hold (tensorflow-datasets 4.9; ``wider_face`` 0.1.0,
   list format of :mod:`mtcnn_jax.data.landmarks`) can.
 
 Both loaders yield ``(record, image)`` pairs, the image uint8[H, W, 3] RGB, in the
-dataset's order.
+dataset's order; :func:`write_wider_folder` writes such pairs out in the WIDER FACE
+layout the configs read (images + gt file), e.g. for a Colab runtime.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping, Optional
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping, Optional
+
+import cv2
 
 import numpy as np
 
 from mtcnn_jax.data.landmarks import CELEBA_LANDMARK_HEADER, LandmarkFace
 from mtcnn_jax.data.wider import WiderRecord
 from mtcnn_jax.errors import UserError
+from mtcnn_jax.files import write_atomically
 
 EXTRA = "tfds-sources"
 
@@ -125,3 +130,27 @@ def load_celeb_a(split: str = "train", data_dir: Optional[str] = None) -> Iterat
     """``(LandmarkFace, image)`` of every example of the prepared TFDS ``celeb_a`` ``split`` (no boxes)."""
     for k, example in enumerate(_examples("celeb_a", split, data_dir)):
         yield celeba_face_from_example(example, f"celeb_a/{split}/{k}")
+
+
+def write_wider_folder(pairs: Iterable[tuple], folder) -> int:
+    """``(WiderRecord, image)`` pairs as ``folder/images/<path>`` JPEGs and ``folder/wider_face_train_bbx_gt.txt``:
+    the WIDER FACE layout the configs read. The gt file is written last, so a folder that has one is complete.
+    Returns the number of images."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines, n = [], 0
+    for record, image in pairs:
+        out = folder / "images" / record.path
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(out), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95]):
+            raise OSError(f"cannot write {out}")
+        lines += [record.path, str(len(record.boxes))]
+        n += 1
+        attributes = zip(record.blur, record.expression, record.illumination, record.invalid, record.occlusion,
+                         record.pose)
+        for (x1, y1, x2, y2), attrs in zip(record.boxes.round().astype(int).tolist(), attributes):
+            lines.append(" ".join(str(int(v)) for v in (x1, y1, x2 - x1, y2 - y1, *attrs)) + " ")
+        if not len(record.boxes):
+            lines.append("0 0 0 0 0 0 0 0 0 0 ")  # the official files' line after a count of 0
+    write_atomically(folder / "wider_face_train_bbx_gt.txt", "\n".join(lines) + "\n")
+    return n
