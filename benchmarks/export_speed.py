@@ -33,7 +33,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +41,9 @@ sys.path.insert(0, str(REPO))
 from mtcnn_jax import MTCNN, deploy, export, load_image  # noqa: E402
 from mtcnn_jax.data.wider import read_wider_gt  # noqa: E402
 
-ASTRONAUT = REPO / "mtcnn_jax" / "assets" / "astronaut.jpg"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import portrait  # noqa: E402  (the same portraits as speed.py)
+
 PORTRAITS = {"640x480": (480, 640), "1920x1080": (1080, 1920)}
 NAMES = ("jax", "stablehlo", "onnx")
 TITLES = {"jax": "MTCNN() (JAX)", "stablehlo": "StableHLO export (JAX, no Flax)",
@@ -51,18 +52,6 @@ TITLES = {"jax": "MTCNN() (JAX)", "stablehlo": "StableHLO export (JAX, no Flax)"
 
 def data_dir() -> Path:
     return Path(os.environ.get("MTCNN_JAX_DATA", REPO.parent / "shared" / "data")).resolve()
-
-
-def portrait(height: int, width: int) -> np.ndarray:
-    """The astronaut photo resized to 90% of ``height``, centred on a grey canvas (uint8 RGB); as speed.py."""
-    photo = load_image(ASTRONAUT)
-    side = int(round(0.9 * height))
-    interp = cv2.INTER_AREA if side <= photo.shape[0] else cv2.INTER_LINEAR
-    photo = cv2.resize(photo, (side, side), interpolation=interp)
-    canvas = np.full((height, width, 3), 128, np.uint8)
-    y, x = (height - side) // 2, (width - side) // 2
-    canvas[y : y + side, x : x + side] = photo
-    return canvas
 
 
 def load_avg() -> float:

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Dict, Mapping, Sequence, Union
 import numpy as np
 
 from mtcnn_jax.errors import UserError
+from mtcnn_jax.files import sha256_file
 
 if TYPE_CHECKING:
     from mtcnn_jax.detector import MTCNN, Networks
@@ -65,13 +66,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 # --------------------------------------------------------------------------- digests and params files
 
 
-def file_digest(path: PathLike) -> str:
-    """SHA-256 of a file's bytes, hex."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+#: SHA-256 of a file's bytes, hex (the manifest's ``sha256`` of each file).
+file_digest = sha256_file
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> Dict[str, np.ndarray]:

@@ -17,6 +17,7 @@ stderr, so that the job finishes with what it could read.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -130,6 +131,15 @@ def read_text(path: PathLike) -> str:
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise FormatError(path, line, f"not UTF-8 text (byte {data[err.start]:#04x})") from None
+
+
+def sha256_file(path: PathLike) -> str:
+    """SHA-256 of a file's bytes, hex (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def report_skipped(messages: Iterable[str], into: Optional[List[str]] = None) -> List[str]:

@@ -22,9 +22,9 @@ from typing import List, NamedTuple, Optional, Sequence, Set
 import cv2
 import numpy as np
 
-from mtcnn_jax import files, images
+from mtcnn_jax import images
 from mtcnn_jax.draw import annotate
-from mtcnn_jax.errors import ImageError, UserError
+from mtcnn_jax.errors import ImageError
 from mtcnn_jax.files import OutputPolicy, write_atomically  # noqa: F401  (OutputPolicy: re-exported)
 
 _SEPARATORS = re.compile(r"[\\/]+")

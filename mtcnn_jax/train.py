@@ -38,7 +38,6 @@ Orbax checkpoints are written collectively.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import signal
@@ -57,6 +56,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mtcnn_jax import losses, models
+from mtcnn_jax.files import sha256_file
 from mtcnn_jax.settings import OptimizerSettings, TrainSettings
 
 DATA_AXIS = "data"
@@ -359,20 +359,12 @@ def check_interrupt() -> None:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_checkpoint_manifest(step_dir) -> None:
     """Record the size and SHA-256 of every file of the finished checkpoint folder ``step_dir``."""
     from mtcnn_jax import files  # noqa: PLC0415
 
     step_dir = Path(step_dir)
-    listing = {p.relative_to(step_dir).as_posix(): [p.stat().st_size, _sha256(p)]
+    listing = {p.relative_to(step_dir).as_posix(): [p.stat().st_size, sha256_file(p)]
                for p in sorted(step_dir.rglob("*")) if p.is_file() and p.name != CHECKPOINT_MANIFEST}
     files.write_json(step_dir / CHECKPOINT_MANIFEST, {"files": listing}, indent=None, sort_keys=True)
 
@@ -394,7 +386,7 @@ def checkpoint_damage(step_dir) -> Optional[str]:
             actual = path.stat().st_size
             if actual != size:
                 return f"{name} has {actual} bytes, {size} were written"
-            if _sha256(path) != digest:
+            if sha256_file(path) != digest:
                 return f"{name} differs from what was written"
         except OSError:
             return f"{name} is missing"

@@ -74,3 +74,48 @@ def sigkill_when(cmd: Sequence[str], ready: Callable[[], bool], timeout: float =
             proc.kill()
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
+
+
+#: A ``sitecustomize`` that makes the named top-level packages unimportable in a subprocess:
+#: how the tests check what runs without an extra (``pip install mtcnn-jax`` without ``[train]``,
+#: an ONNX deployment without JAX, a StableHLO one without Flax).
+_BLOCKER = '''
+"""Test helper: these packages are not installed (any import of them fails)."""
+import sys
+
+BLOCKED = set({blocked!r})
+
+
+class _NotInstalled:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (hidden by the test)", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NotInstalled)
+'''
+
+
+def write_blocker(folder: Path, blocked) -> Path:
+    """Write ``folder/sitecustomize.py`` hiding the packages ``blocked``; put ``folder`` first on PYTHONPATH."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(_BLOCKER.format(blocked=tuple(blocked)))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def det():
+    """The detector with the authors' weights and the default settings (one per test session)."""
+    from mtcnn_jax import MTCNN
+
+    return MTCNN()
+
+
+@pytest.fixture(scope="session")
+def photo():
+    """The bundled public-domain portrait, uint8[512, 512, 3] RGB."""
+    from mtcnn_jax import load_image
+
+    return load_image(REPO / "mtcnn_jax" / "assets" / "astronaut.jpg")

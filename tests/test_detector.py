@@ -3,23 +3,13 @@
 import numpy as np
 import pytest
 
-from mtcnn_jax import MTCNN, detect, load_image
+from mtcnn_jax import MTCNN, detect
 from mtcnn_jax.detector import as_rgb_uint8
 from mtcnn_jax.models import mirror_landmarks
 from mtcnn_jax.errors import UserError
 from conftest import REPO
 
 ASTRONAUT = REPO / "mtcnn_jax/assets/astronaut.jpg"
-
-
-@pytest.fixture(scope="module")
-def det():
-    return MTCNN()
-
-
-@pytest.fixture(scope="module")
-def photo():
-    return load_image(ASTRONAUT)
 
 
 def test_finds_the_one_face_with_ordered_landmarks(det, photo):

@@ -26,27 +26,9 @@ import pytest
 from mtcnn_jax import MTCNN, cli, deploy, export, load_image, pretrained
 from mtcnn_jax.data.wider import read_wider_gt
 from mtcnn_jax.errors import UserError
-from conftest import REPO
+from conftest import REPO, write_blocker
 
 ASTRONAUT = REPO / "mtcnn_jax/assets/astronaut.jpg"
-
-BLOCKER = '''
-"""Test helper: these packages are not installed (any import of them fails)."""
-import sys
-
-BLOCKED = set({blocked!r})
-
-
-class _NotInstalled:
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ModuleNotFoundError(f"No module named {{name!r}} (hidden by the test)", name=name)
-        return None
-
-
-sys.meta_path.insert(0, _NotInstalled)
-'''
 
 #: What the StableHLO cascade runs without: the model code's and the training stack's packages.
 NOT_FOR_STABLEHLO = ("flax", "optax", "orbax", "tensorflow_datasets", "tensorflow", "ml_collections")
@@ -75,9 +57,7 @@ print(json.dumps({"loaded": loaded, "model_code": sorted(m for m in sys.modules 
 
 def blocked_env(tmp_path: Path, blocked) -> dict:
     """The environment of a subprocess in which ``blocked`` packages cannot be imported."""
-    folder = tmp_path / "blocker"
-    folder.mkdir(exist_ok=True)
-    (folder / "sitecustomize.py").write_text(BLOCKER.format(blocked=tuple(blocked)))
+    folder = write_blocker(tmp_path / "blocker", blocked)
     env = dict(os.environ, JAX_PLATFORMS="cpu", MTCNN_JAX_CACHE_DIR="off",
                PYTHONPATH=os.pathsep.join([str(folder), str(REPO)]))
     env.pop("XLA_FLAGS", None)

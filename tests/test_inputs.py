@@ -8,23 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mtcnn_jax import MTCNN, detect, load_image
+from mtcnn_jax import detect
 from mtcnn_jax.errors import ImageError, UserError
 from mtcnn_jax.faces import Faces
 from mtcnn_jax.inputs import as_batch, from_pil, select
 
 REPO = Path(__file__).resolve().parents[1]
 ASTRONAUT = REPO / "mtcnn_jax" / "assets" / "astronaut.jpg"
-
-
-@pytest.fixture(scope="module")
-def det():
-    return MTCNN()
-
-
-@pytest.fixture(scope="module")
-def photo():
-    return load_image(ASTRONAUT)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ import pytest
 
 import mtcnn_jax
 from mtcnn_jax import cli, config_utils
+from conftest import write_blocker
 from mtcnn_jax.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,31 +138,11 @@ def test_plain_renders_rest():
 
 # ----------------------------------------------------------------------------- the base install
 
-BLOCKER = f'''
-"""Test helper: the training packages are not installed (any import of them fails)."""
-import sys
-
-BLOCKED = {NOT_IN_BASE!r}
-
-
-class _NotInstalled:
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ModuleNotFoundError(f"No module named {{name!r}} (hidden by the test)", name=name)
-        return None
-
-
-sys.meta_path.insert(0, _NotInstalled)
-'''
-
-
 @pytest.fixture(scope="module")
 def without_training(tmp_path_factory):
     """An environment in which optax, orbax, TFDS, ml-collections, tensorboardX, TensorFlow and matplotlib
     cannot be imported (as after ``pip install mtcnn-jax``, but for optax and orbax, which Flax requires)."""
-    folder = tmp_path_factory.mktemp("blocker")
-    (folder / "sitecustomize.py").write_text(BLOCKER)
+    folder = write_blocker(tmp_path_factory.mktemp("blocker"), NOT_IN_BASE)
     return _env(PYTHONPATH=os.pathsep.join([str(folder), str(REPO)]))
 
 

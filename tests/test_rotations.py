@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mtcnn_jax import MTCNN, align, cli, load_image
+from mtcnn_jax import align, cli, load_image
 from mtcnn_jax.errors import UserError
 from mtcnn_jax.rotations import Rotation, RotatedFaces, detect_rotated, merge, parse_angles
 
@@ -133,16 +133,6 @@ def test_merge_keeps_the_most_confident_detection_of_each_face():
 
 
 # --------------------------------------------------------------------------- rotated copies of the photo
-
-
-@pytest.fixture(scope="module")
-def det():
-    return MTCNN()
-
-
-@pytest.fixture(scope="module")
-def photo():
-    return load_image(ASTRONAUT)
 
 
 @pytest.fixture(scope="module")
