@@ -316,7 +316,7 @@ def _eval(cs: CascadeSettings, workdir: Path, progress: bool) -> dict:
 
 def input_folders(cs: CascadeSettings) -> list:
     """The training and evaluation data folders a cascade reads (its workdir may not lie inside one)."""
-    from mtcnn_jax.train import data_folders  # noqa: PLC0415
+    from mtcnn_jax.runs import data_folders  # noqa: PLC0415
 
     folders = [f for stage in ("pnet", "rnet", "onet") for f in data_folders(cs.stage(stage).data)]
     return folders + [Path(cs.eval.root), Path(cs.eval.root) / cs.eval.wider]
@@ -329,10 +329,10 @@ def train_cascade(config, workdir, progress: bool = True, log: Optional[Callable
     ``config``: the cascade's ``ml_collections.ConfigDict`` (``configs/cascade.py``),
     checked and converted here (:func:`cascade_settings`). ``stop_after``: stop
     once that step is done (testing, or splitting a long run). ``workdir`` is
-    checked first (:func:`mtcnn_jax.train.check_workdir`: a writable folder,
+    checked first (:func:`mtcnn_jax.runs.check_workdir`: a writable folder,
     outside the data folders unless ``overwrite``).
     """
-    from mtcnn_jax.train import check_interrupt, check_workdir, interruptible  # noqa: PLC0415
+    from mtcnn_jax.runs import check_interrupt, check_workdir, interruptible  # noqa: PLC0415
 
     cs = cascade_settings(config)
     workdir = check_workdir(workdir, input_folders(cs), overwrite)

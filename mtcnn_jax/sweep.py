@@ -191,24 +191,24 @@ def run_sweep(
     The results files are rewritten after every run (:func:`write_results`).
     Each point's config is turned into :class:`mtcnn_jax.settings.TrainSettings`
     here, before anything trains. ``workdir`` is checked first
-    (:func:`mtcnn_jax.train.check_workdir`: a writable folder, outside every run's
+    (:func:`mtcnn_jax.runs.check_workdir`: a writable folder, outside every run's
     training data unless ``overwrite``). Interrupted, a sweep keeps its finished
     runs and the checkpoints of the one in progress; the same call resumes it.
     """
-    from mtcnn_jax import train  # noqa: PLC0415 (jax)
+    from mtcnn_jax import runs, train  # noqa: PLC0415 (jax)
     from mtcnn_jax.settings import TrainSettings  # noqa: PLC0415
 
     points = load_sweep(spec, overrides)
     settings = [TrainSettings.from_config(p.config) for p in points]
-    workdir = train.check_workdir(workdir, [f for s in settings for f in train.data_folders(s.data)], overwrite)
+    workdir = runs.check_workdir(workdir, [f for s in settings for f in runs.data_folders(s.data)], overwrite)
     files.write_json(workdir / "sweep.json", {"spec": spec, "overrides": [list(o) for o in overrides],
                                              "grid": [p.overrides for p in points]}, indent=2)
     names = [p.name for p in points]
     for point in points:  # refuse before training anything
         _check_same_run(point, workdir / point.name)
-    with train.interruptible():  # a Ctrl-C lost inside a gc callback still stops the sweep
+    with runs.interruptible():  # a Ctrl-C lost inside a gc callback still stops the sweep
         for i, point in enumerate(points):
-            train.check_interrupt()
+            runs.check_interrupt()
             rundir = workdir / point.name
             result = read_result(rundir)
             if result is not None and result.get("config") == _config_json(point.config):

@@ -44,6 +44,7 @@ def test_stage_config_takes_root_and_seed():
     assert cs.mining.pyramid == "original" and cs.eval.thresholds == (0.6, 0.7, 0.7)
 
 
+@pytest.mark.slow
 def test_tiny_cascade_trains_loads_and_resumes(tmp_path, data_dir, capsys):
     from mtcnn_jax import MTCNN, load_image
 

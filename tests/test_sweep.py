@@ -107,6 +107,7 @@ def test_bad_grids_are_user_errors(tmp_path):
 # ----------------------------------------------------------------------------- acceptance: the real loop
 
 
+@pytest.mark.slow
 def test_tiny_sweep_writes_one_row_per_point_with_the_final_metrics(straight):
     workdir, rows, log, elapsed = straight
     assert [r["run"] for r in rows] == NAMES
@@ -136,6 +137,7 @@ def test_tiny_sweep_writes_one_row_per_point_with_the_final_metrics(straight):
     assert elapsed < 180, elapsed  # about 20 s of CPU time; the rest is waiting on a shared machine
 
 
+@pytest.mark.slow
 def test_finished_sweep_is_skipped_and_a_changed_grid_refused(straight, tiny, data_dir):
     workdir, rows, _, _ = straight
     log = []
@@ -147,6 +149,7 @@ def test_finished_sweep_is_skipped_and_a_changed_grid_refused(straight, tiny, da
                         progress=False, log=log.append)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_sweep_then_rerun_skips_finished_resumes_and_matches(straight, tiny, data_dir, tmp_path):
     workdir = tmp_path / "killed"
     cmd = [sys.executable, "-m", "mtcnn_jax.cli", "sweep", "--config", str(tiny), "--workdir", str(workdir),
@@ -182,6 +185,7 @@ def test_sigkill_mid_sweep_then_rerun_skips_finished_resumes_and_matches(straigh
     assert _csv(workdir) == _csv(straight[0])
 
 
+@pytest.mark.slow
 def test_cli_max_steps_leaves_runs_unfinished_then_completes(straight, tiny, data_dir, tmp_path, capsys):
     workdir = tmp_path / "capped"
     # reuse the cut samples (the trainer checks the settings recorded with them)

@@ -80,6 +80,7 @@ _DP_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_data_parallel_step_equals_single_device_step():
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
@@ -130,6 +131,7 @@ def _metrics(workdir):
     return [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_pnet_from_scratch_learns(data_dir, tmp_path):
     """configs/pnet.py:runlocal: held-out loss falls and face/non-face accuracy > 90%."""
     config = config_utils.get("configs/pnet.py:runlocal", [("data.root", str(data_dir))])
@@ -161,6 +163,7 @@ _SMALL = [
 ]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted_run(data_dir, tmp_path):
     overrides = _SMALL + [("data.root", str(data_dir))]
     killed = tmp_path / "killed"
@@ -192,6 +195,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(data_dir, tmp_path):
     assert steps == list(range(100, 1001, 100)), steps
 
 
+@pytest.mark.slow
 def test_authors_onet_agrees_with_our_targets(data_dir):
     """The released O-Net, run on our 48×48 windows, predicts our box and landmark targets
     far better than a constant would: the layout, the 0-based frame, the normalisation by
@@ -236,6 +240,7 @@ _LOOP_4_DEVICES = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_training_loop_on_4_devices_resumes(data_dir, tmp_path):
     """What one machine can test of the multi-device / multi-host path: the loop on a
     4-device mesh, with sharded batches, replicated state and a sharded restore."""

@@ -44,7 +44,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path  # noqa: PLC0415
 
-    from mtcnn_jax import sweep, train  # noqa: PLC0415
+    from mtcnn_jax import runs, sweep  # noqa: PLC0415
     from mtcnn_jax.errors import UserError  # noqa: PLC0415
 
     if args.max_steps is not None and args.max_steps < 1:
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         raise
     except OSError as err:  # the workdir went away, the disk is full, ...
-        raise UserError(train.os_error_line(err)) from None
+        raise UserError(runs.os_error_line(err)) from None
     print((Path(args.workdir) / "results.md").read_text(), end="")
     print(f"results: {Path(args.workdir) / 'results.csv'}, results.md, results.png, curves.png")
     return 0

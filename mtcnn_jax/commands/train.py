@@ -50,7 +50,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import jax  # noqa: PLC0415
 
-    from mtcnn_jax import config_utils, train  # noqa: PLC0415
+    from mtcnn_jax import config_utils, runs, train  # noqa: PLC0415
     from mtcnn_jax.errors import UserError  # noqa: PLC0415
     from mtcnn_jax.settings import TrainSettings  # noqa: PLC0415
 
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         raise
     except OSError as err:  # the workdir went away, the disk is full, ...
-        raise UserError(train.os_error_line(err)) from None
+        raise UserError(runs.os_error_line(err)) from None
     if metrics and jax.process_index() == 0:
         print("final held-out: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0

@@ -58,7 +58,7 @@ def load(spec: str, overrides=()):
 
 
 def run(args: argparse.Namespace) -> int:
-    from mtcnn_jax import recipe, train  # noqa: PLC0415
+    from mtcnn_jax import recipe, runs  # noqa: PLC0415
     from mtcnn_jax.errors import UserError  # noqa: PLC0415
 
     config = load(args.config, args.config_overrides)
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         raise
     except OSError as err:  # the workdir went away, the disk is full, ...
-        raise UserError(train.os_error_line(err)) from None
+        raise UserError(runs.os_error_line(err)) from None
     times = ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in summary.items() if isinstance(v, dict))
     print(f"stage times: {times}; total {summary['total_seconds']:.0f} s")
     ap = summary["eval"]["ap"]

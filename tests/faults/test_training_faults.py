@@ -38,7 +38,7 @@ import numpy as np
 import pytest
 
 from conftest import sigkill_when
-from mtcnn_jax import cli, train
+from mtcnn_jax import cli, runs, train
 from mtcnn_jax.data import store as st
 from mtcnn_jax.errors import UserError
 
@@ -309,11 +309,11 @@ def test_overwrite_allows_a_workdir_in_the_data(tmp_path):
     data = tmp_path / "data"
     (data / "wider").mkdir(parents=True)
     with pytest.raises(UserError, match="lies inside the input folder"):
-        train.check_workdir(data / "wider" / "work", [data, data / "wider"])
+        runs.check_workdir(data / "wider" / "work", [data, data / "wider"])
     assert not (data / "wider" / "work").exists()
-    assert train.check_workdir(data / "wider" / "work", [data, data / "wider"], overwrite=True).is_dir()
+    assert runs.check_workdir(data / "wider" / "work", [data, data / "wider"], overwrite=True).is_dir()
     with pytest.raises(UserError, match="is an input folder"):
-        train.check_workdir(data, [data])
+        runs.check_workdir(data, [data])
 
 
 @pytest.mark.parametrize("command, target", [("train", "mtcnn_jax.train.train_and_evaluate"),
@@ -483,11 +483,11 @@ def test_every_checkpoint_damaged_starts_from_scratch_saying_so(tmp_path, capsys
     manager, state = _toy_manager(tmp_path / "checkpoints")
     for step in (10, 20):
         manager.save(step, args=ocp.args.StandardSave(state._replace(step=state.step + step)))
-        train.write_checkpoint_manifest(tmp_path / "checkpoints" / str(step))
+        runs.write_checkpoint_manifest(tmp_path / "checkpoints" / str(step))
     _truncate(tmp_path / "checkpoints" / "20" / "default" / "_METADATA")
     (tmp_path / "checkpoints" / "10" / "default" / "manifest.ocdbt").write_bytes(b"garbage")
     capsys.readouterr()
-    manager, restored, start = train.open_checkpoints(tmp_path / "checkpoints", state, keep=5)
+    manager, restored, start = runs.open_checkpoints(tmp_path / "checkpoints", state, keep=5)
     line = _one_line(capsys.readouterr().err)
     assert start == 0 and restored is state
     assert "checkpoint 20 (default/_METADATA has" in line and "): moved to 20.corrupt-1; " in line
@@ -502,10 +502,10 @@ def test_sound_checkpoint_of_another_config_is_refused_not_moved(tmp_path):
 
     manager, state = _toy_manager(tmp_path / "checkpoints")
     manager.save(10, args=ocp.args.StandardSave(state))
-    train.write_checkpoint_manifest(tmp_path / "checkpoints" / "10")
+    runs.write_checkpoint_manifest(tmp_path / "checkpoints" / "10")
     _, adam_state = _toy_manager(tmp_path / "other", optimizer="adam")
     with pytest.raises(UserError, match="cannot restore this checkpoint into the config's state") as err:
-        train.open_checkpoints(tmp_path / "checkpoints", adam_state, keep=5)
+        runs.open_checkpoints(tmp_path / "checkpoints", adam_state, keep=5)
     assert "\n" not in str(err.value)
     assert (tmp_path / "checkpoints" / "10").is_dir()
 
@@ -556,7 +556,7 @@ def test_train_interrupted_and_killed_at_random_points_then_rerun_equals_referen
         else:
             interrupt_when(cmd, ready, env, sig)
             assert not list(ckpts.glob("*tmp*")), (at, list(ckpts.iterdir()))  # no checkpoint left half written
-            assert (ckpts / str(at[-1]) / train.CHECKPOINT_MANIFEST).is_file(), (at, list(ckpts.iterdir()))
+            assert (ckpts / str(at[-1]) / runs.CHECKPOINT_MANIFEST).is_file(), (at, list(ckpts.iterdir()))
         assert _steps(ckpts)[-1] >= at[-1], (at, _steps(ckpts))
     why = f"seed {SEED}: SIGTERM, SIGINT (while saving), SIGKILL at checkpoints {at} + {delays} s"
     r = _run(_train_args(workdir, data_dir), cache_env)
@@ -578,9 +578,9 @@ def test_damaged_latest_checkpoints_fall_back_to_the_newest_readable(train_refer
     ckpts = workdir / "checkpoints"
     last, before, resume = TRAIN_STEPS, TRAIN_STEPS - EVERY, TRAIN_STEPS - 2 * EVERY
     for f in (ckpts / str(last)).rglob("*"):  # detected by the list of files written beside them
-        if f.is_file() and f.name != train.CHECKPOINT_MANIFEST:
+        if f.is_file() and f.name != runs.CHECKPOINT_MANIFEST:
             _truncate(f)
-    (ckpts / str(before) / train.CHECKPOINT_MANIFEST).unlink()  # as before that list existed: Orbax cannot restore it
+    (ckpts / str(before) / runs.CHECKPOINT_MANIFEST).unlink()  # as before that list existed: Orbax cannot restore it
     for f in (ckpts / str(before) / "default").rglob("*"):
         if f.is_file() and f.parent.name == "d":
             _truncate(f)
