@@ -34,9 +34,10 @@ COMMANDS = ("detect", "train", "train_cascade", "evaluate", "report", "sweep", "
 #: The modules each optional extra of pyproject.toml brings (a ModuleNotFoundError for one of
 #: them names the extra; the train extra's are checked before a training command starts).
 EXTRA_MODULES: Dict[str, Tuple[str, ...]] = {
-    "train": ("optax", "orbax.checkpoint", "ml_collections", "tensorflow_datasets", "tensorboardX"),
+    "train": ("optax", "orbax.checkpoint", "ml_collections", "tensorflow_datasets", "tensorboardX", "grain"),
     "plots": ("matplotlib",),
     "tfds-sources": ("tensorflow",),
+    "onnx": ("jax2onnx", "onnx", "onnxruntime"),
 }
 #: Command → (extra it needs, what it does): checked before the command runs.
 EXTRAS: Dict[str, Tuple[str, str]] = {

@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 ASTRONAUT = REPO / "mtcnn_jax" / "assets" / "astronaut.jpg"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 #: What only the extras bring (train, tfds-sources, plots); the base install (detect, evaluate) runs without them.
-NOT_IN_BASE = ("optax", "orbax", "tensorflow_datasets", "ml_collections", "tensorboardX", "tensorflow", "matplotlib")
+NOT_IN_BASE = ("optax", "orbax", "tensorflow_datasets", "ml_collections", "tensorboardX", "grain", "tensorflow",
+               "matplotlib")
 EXTRA_LINE = "training needs the train extra: pip install 'mtcnn-jax[train]'"
 
 

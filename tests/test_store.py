@@ -1,5 +1,6 @@
 """The TFDS array_record sample store: round trip, reuse, batches, no TensorFlow."""
 
+import functools
 import json
 import os
 import subprocess
@@ -123,25 +124,72 @@ def test_prefetch_delivers_the_batches_of_no_prefetch(tmp_path, prefetch, worker
     it.close()
 
 
-def test_decoding_matches_protobuf_and_falls_back_on_odd_records(tmp_path):
-    """The column-slicing decoder agrees with protobuf record by record, including records
-    that do not fit the layout (another length: a type code that needs a longer varint)."""
+def test_loader_state_saved_mid_way_resumes_with_the_same_batches(tmp_path):
+    """Grain's iterator state, saved after some batches (as a checkpoint would, JSON) and set on a new
+    loader over the same steps, gives the batches the first loader goes on with: those of
+    ``train.sample_batch`` for each step."""
+    from mtcnn_jax import train  # noqa: PLC0415
+
+    store = st.write_store(st.examples_from_arrays(_arrays(500, 12)), tmp_path, "pnet")
+    by_type = store.index_by_type()
+    draw = functools.partial(train.sample_batch, by_type, COMPOSITION, 5)
+    first = store.loader(draw, stop=20, start=3, prefetch=3, workers=2)
+    head = [next(first) for _ in range(6)]
+    state = json.loads(json.dumps(first.get_state()))
+    rest = list(first)
+    first.close()
+    for prefetch in (0, 4):
+        resumed = st.SampleStore(tmp_path, "pnet").loader(draw, stop=20, start=3, prefetch=prefetch)
+        resumed.set_state(state)
+        again = list(resumed)
+        resumed.close()
+        assert len(again) == len(rest) == 11
+        for x, y in zip(rest, again):
+            for name in st.FIELDS:
+                np.testing.assert_array_equal(x[name], y[name])
+    for step, batch in enumerate(head + rest, start=3):
+        want = store.get(train.sample_batch(by_type, COMPOSITION, 5, step))
+        for name in st.FIELDS:
+            np.testing.assert_array_equal(batch[name], want[name])
+
+
+def test_decoding_matches_tfds_whatever_the_feature_order_and_falls_back_on_odd_records(tmp_path):
+    """Slicing records by the template of TFDS's serializer agrees with TFDS's own parser record by
+    record, whatever order protobuf wrote the features in (it differs between processes); records that
+    do not fit the template (a type code that needs a longer varint, another order) go through TFDS's parser."""
     from tensorflow_datasets.proto import tf_example_pb2  # noqa: PLC0415
 
-    arrays = _arrays(40, 12)
-    store = st.write_store(st.examples_from_arrays(arrays), tmp_path, "pnet")
+    store = st.write_store(st.examples_from_arrays(_arrays(40, 12)), tmp_path, "pnet")
+    features = store._features
     records = list(store._records(range(40)))
+    want = {name: np.stack([np.asarray(features.deserialize_example_np(r)[name]) for r in records])
+            for name in st.FIELDS}
+    columns = st._Columns.of(features, 12, records[0])
+    assert columns is not None and columns.spans["image"][1] - columns.spans["image"][0] == 432
+    order = sorted(st.FIELDS, key=lambda name: columns.spans[name][0])
+
+    def reordered(record):  # the same example, as a process whose protobuf orders the map the other way writes it
+        whole, entries = st._entries(features, features.deserialize_example_np(record))
+        return whole[: len(whole) - sum(map(len, entries.values()))] + b"".join(entries[n] for n in order[::-1])
+
+    other = [reordered(r) for r in records]
+    other_columns = st._Columns.of(features, 12, other[0])
+    assert other_columns is not None and other_columns.spans != columns.spans
+    for got in (st.decode_records(records, features, 12, columns),
+                st.decode_records(other, features, 12, other_columns),
+                st.decode_records(records, features, 12, None)):  # TFDS's parser for every record
+        for name in st.FIELDS:
+            np.testing.assert_array_equal(got[name], want[name])
+
     odd = tf_example_pb2.Example.FromString(records[5])
     odd.features.feature["type"].int64_list.value[0] = 300  # two-byte varint: the record grows by one byte
-    records[5] = odd.SerializeToString()
-    layout = st._Layout.of(records[0], 12)
-    assert layout is not None and layout.spans["image"][1] - layout.spans["image"][0] == 432
-    fast = st.decode_records(records, 12, layout)
-    slow = st.decode_records(records, 12, None)  # protobuf for every record
+    mixed = list(records)
+    mixed[5], mixed[9] = odd.SerializeToString(), other[9]
+    got = st.decode_records(mixed, features, 12, columns)
+    assert got["type"][5] == 300
     for name in st.FIELDS:
-        np.testing.assert_array_equal(fast[name], slow[name])
-    assert fast["type"][5] == 300
-    assert st._Layout.of(b"not a record", 12) is None
+        np.testing.assert_array_equal(np.delete(got[name], 5, axis=0), np.delete(want[name], 5, axis=0))
+    assert st._Columns.of(features, 12, b"not a record") is None
 
 
 def test_store_is_a_plain_tfds_dataset(tmp_path):

@@ -38,30 +38,36 @@ Example order: TFDS shuffles by key when writing, unless the store is written
 ``mtcnn-jax train`` read back exactly the arrays it cut). The train loop draws
 its own random indices either way (:func:`mtcnn_jax.train.sample_batch`: the
 stage's type mix, deterministic for (seed, step)) and reads them with
-:meth:`SampleStore.get` or, prefetched by threads, :meth:`SampleStore.batches`.
+:meth:`SampleStore.get` or, prefetched by Grain's threads with a checkpointable
+iterator state, :meth:`SampleStore.loader` (:meth:`SampleStore.batches` for a
+given list of index batches).
 
-Reading: records are read with the array_record reader directly, set for random
-access, and decoded by slicing a batch's records as one byte array
-(:func:`decode_records`) instead of parsing each through protobuf and TFDS's
-feature decoding; training loads a stage's stores into memory
+Reading: records are read with array_record's reader, set for random access
+(sequential, with readahead, for a whole store), and decoded by slicing a
+batch's records as one byte array at the offsets where TFDS's own serializer
+puts each feature (:class:`_Columns`, :func:`decode_records`); a record that
+does not fit goes through TFDS's NumPy parser (about 100× slower per record:
+10× slower random reads, 20× slower whole-store loads). Training loads a stage's stores into memory
 (:meth:`SampleStore.load`) and draws from there. ``benchmarks/store_throughput.py``
-measures both paths against the P-Net train step (``benchmarks/README.md``).
+measures these paths, the decoder this replaced and Grain's own
+``ArrayRecordDataSource`` against the P-Net train step (``benchmarks/README.md``).
 
 This module is over 500 lines because the format has one home: the writer, the
-fast reader (which must agree byte for byte with what the writer produces) and
-the train / val pairs built on them.
+reader (whose slicing must agree byte for byte with what the writer produces)
+and the train / val pairs built on them.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import shutil
 import sys
 import threading
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -69,6 +75,9 @@ from mtcnn_jax import files
 from mtcnn_jax.errors import UserError
 from mtcnn_jax.losses import SAMPLE_TYPES
 from mtcnn_jax.models import INPUT_SIZE
+
+if TYPE_CHECKING:
+    import grain
 
 #: The fields of every example, in this order (the layout of a sample set in memory too).
 FIELDS = ("image", "type", "box", "landmarks")
@@ -223,159 +232,125 @@ def examples_from_arrays(arrays: Mapping[str, np.ndarray]) -> Iterator[Dict[str,
         }
 
 
-# ----------------------------------------------------------------------------- reading records fast
+# ----------------------------------------------------------------------------- decoding records
 #
-# Each record is a serialized ``tf.train.Example``. Every example of a store has
-# the same fields with the same fixed sizes, so (as long as the type code is a
-# one-byte varint, 0..127) every record has the same length and the same
-# protobuf tags and length prefixes at the same offsets: only the payload bytes
-# differ. :class:`_Layout` finds the payload offsets by walking one record's
-# wire format; a batch of records is then decoded by joining them into one
-# ``uint8[B, L]`` array and slicing columns. A record that does not match the
-# layout (other length, other structural bytes) is parsed with protobuf instead.
+# Each record is a ``tf.train.Example`` written by TFDS's serializer from the
+# store's feature specs. TFDS's own NumPy parser (``deserialize_example_np``,
+# what ``as_data_source()`` decodes with, no TensorFlow) takes about 50 µs a
+# record, 100× the slicing below: it makes random reads from disk 10× and
+# whole-store loads 20× slower (``benchmarks/README.md``). Every feature has a
+# fixed size, so every record of a store is the same bytes around its payloads,
+# and TFDS's serializer itself says which bytes those are: :class:`_Columns`
+# serializes probe examples through TFDS (``features.serialize_example``) and
+# protobuf, and a batch is decoded by slicing its records joined as one
+# ``uint8[B, L]`` array, after checking every record's other bytes against that
+# template. A record that does not match (another length: a type code ≥ 128;
+# other bytes) goes through TFDS's parser. No wire format is parsed here.
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    """The varint at ``buf[pos:]`` and the position after it."""
-    value, shift = 0, 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, pos
-        shift += 7
+def _entries(features, example: Mapping) -> Tuple[bytes, Dict[str, bytes]]:
+    """``example`` serialized by TFDS, and each feature's map entry as it is in there
+    (serialized alone by protobuf: a ``Features`` with that one entry)."""
+    from tensorflow_datasets.proto import tf_example_pb2, tf_feature_pb2  # noqa: PLC0415
+
+    whole = features.serialize_example(example)
+    feature = tf_example_pb2.Example.FromString(whole).features.feature
+    return whole, {name: tf_feature_pb2.Features(feature={name: feature[name]}).SerializeToString()
+                   for name in FIELDS}
 
 
-def _len_fields(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-    """``(field number, payload start, payload end)`` of the length-delimited fields in ``buf[start:end]``.
+class _Columns:
+    """Where the payload of each field sits in the records of one store: ``spans[name] = (start, end)``.
 
-    Raises ValueError on any other wire type (none occurs in the records we write).
-    """
-    pos = start
-    while pos < end:
-        tag, pos = _varint(buf, pos)
-        if tag & 7 != 2:
-            raise ValueError(f"unexpected wire type {tag & 7}")
-        n, pos = _varint(buf, pos)
-        yield tag >> 3, pos, pos + n
-        pos += n
-    if pos != end:
-        raise ValueError("field runs past its message")
-
-
-class _Layout:
-    """Where each field's payload sits in a record: ``spans[name] = (start, end)`` byte offsets.
-
-    ``length``: the record length L; ``fixed``: int64[K], the offsets of the K
-    structural bytes (tags, lengths, feature names), ``template``: uint8[K] their
-    values. Built from one record; ``None`` from :meth:`of` when the record is
-    not the expected Example (then every record goes through protobuf).
+    ``length``: the record length L; ``fixed``: int64[K], the offsets of the other
+    bytes (tags, lengths, feature names), ``template``: uint8[K] their values.
+    protobuf writes a map's entries in an order of its own (it differs between
+    processes), so the template is put together from the probe's entries in the
+    order that matches ``record``, a record of the store. :meth:`of` returns
+    ``None`` when no order matches (then every record goes through TFDS's parser).
     """
 
-    # Feature kind of each field inside tf.train.Feature: 1 bytes_list, 2 float_list, 3 int64_list.
-    KIND = {"image": 1, "type": 3, "box": 2, "landmarks": 2}
-
-    def __init__(self, record: bytes, size: int):
-        want = {"image": 3 * size * size, "type": 1, "box": 16, "landmarks": 40}
-        spans = {}
-        (f, a, b), = _len_fields(record, 0, len(record))  # Example.features
-        if f != 1 or b != len(record):
-            raise ValueError("not an Example")
-        for f, ea, eb in _len_fields(record, a, b):  # Features.feature map entries
-            key = value = None
-            for g, ga, gb in _len_fields(record, ea, eb):
-                if g == 1:
-                    key = record[ga:gb].decode()
-                elif g == 2:
-                    value = (ga, gb)
-            if f != 1 or key not in self.KIND or value is None:
-                raise ValueError(f"unexpected feature {key!r}")
-            (kind, la, lb), = _len_fields(record, *value)  # Feature: the one list
-            if kind != self.KIND[key]:
-                raise ValueError(f"feature {key!r} has kind {kind}")
-            (g, va, vb), = _len_fields(record, la, lb)  # the list's (packed) values
-            if g != 1 or vb - va != want[key]:
-                raise ValueError(f"feature {key!r} holds {vb - va} bytes, expected {want[key]}")
-            spans[key] = (va, vb)
-        if set(spans) != set(FIELDS):
-            raise ValueError(f"fields {sorted(spans)}")
-        payload = np.zeros(len(record), bool)
-        for va, vb in spans.values():
-            payload[va:vb] = True
-        self.length = len(record)
-        self.spans = spans
-        self.fixed = np.flatnonzero(~payload)
-        self.template = np.frombuffer(record, np.uint8)[self.fixed].copy()
+    def __init__(self, features, size: int, record: bytes):
+        nbytes = {"image": 3 * size * size, "type": 1, "box": 16, "landmarks": 40}  # the type code: one varint byte
+        zero = {name: np.zeros(a.shape[1:], a.dtype) for name, a in allocate(0, size).items()}
+        whole, base = _entries(features, zero)
+        header = whole[: len(whole) - sum(map(len, base.values()))]  # Example's tag and length of its Features
+        at = {}  # each payload's span inside its entry: the bytes that change when only that field does
+        ones = np.frombuffer(b"\1" * 4, "<f4")[0]  # a float32 whose four bytes are all 1
+        for name in FIELDS:
+            probe = dict(zero, **{name: np.full_like(zero[name], 1 if name in ("image", "type") else ones)})
+            a, b = (np.frombuffer(e[name], np.uint8) for e in (base, _entries(features, probe)[1]))
+            changed = np.flatnonzero(a != b) if len(a) == len(b) else np.empty(0, np.int64)
+            if len(changed) != nbytes[name] or changed[-1] - changed[0] + 1 != nbytes[name]:
+                raise ValueError(f"feature {name!r} is not {nbytes[name]} bytes in one piece")
+            at[name] = int(changed[0])
+        got = np.frombuffer(record, np.uint8)
+        if len(got) != len(whole):
+            raise ValueError(f"a record of {len(got)} bytes, not {len(whole)}")
+        for order in itertools.permutations(FIELDS):
+            template = np.frombuffer(header + b"".join(base[name] for name in order), np.uint8)
+            starts = len(header) + np.cumsum([0] + [len(base[name]) for name in order[:-1]])
+            spans = {name: (int(s) + at[name], int(s) + at[name] + nbytes[name]) for name, s in zip(order, starts)}
+            payload = np.zeros(len(template), bool)
+            for lo, hi in spans.values():
+                payload[lo:hi] = True
+            fixed = np.flatnonzero(~payload)
+            if np.array_equal(got[fixed], template[fixed]):
+                self.length, self.spans, self.fixed, self.template = len(template), spans, fixed, template[fixed]
+                return
+        raise ValueError("the record is not an example of these features")
 
     @classmethod
-    def of(cls, record: bytes, size: int) -> Optional["_Layout"]:
+    def of(cls, features, size: int, record: bytes) -> Optional["_Columns"]:
         try:
-            return cls(record, size)
-        except (ValueError, IndexError, UnicodeDecodeError):
+            return cls(features, size, record)
+        except (ValueError, KeyError, TypeError):  # not these features, or a record of something else
             return None
 
 
-def _parse_records(records: Sequence[bytes], size: int, out: Dict[str, np.ndarray], rows: np.ndarray) -> None:
-    """Parse ``records`` with protobuf into rows ``rows`` of ``out`` (the general, slower path)."""
-    from tensorflow_datasets.proto import tf_example_pb2  # noqa: PLC0415
-
-    parse = tf_example_pb2.Example.FromString
-    for r, record in zip(rows, records):
-        f = parse(record).features.feature
-        out["image"][r] = np.frombuffer(f["image"].bytes_list.value[0], np.uint8).reshape(size, size, 3)
-        out["type"][r] = f["type"].int64_list.value[0]
-        out["box"][r] = f["box"].float_list.value
-        out["landmarks"][r] = f["landmarks"].float_list.value
-
-
-def decode_records(records: Sequence[bytes], size: int, layout: Optional[_Layout]) -> Dict[str, np.ndarray]:
+def decode_records(records: Sequence[bytes], features, size: int, columns: Optional[_Columns]
+                   ) -> Dict[str, np.ndarray]:
     """Serialized examples → ``image uint8[B, S, S, 3]``, ``type int32[B]``, ``box float32[B, 4]``,
-    ``landmarks float32[B, 10]`` (S = ``size``).
+    ``landmarks float32[B, 10]`` (S = ``size``; ``features``: the store's TFDS features).
 
-    Records that match ``layout`` are decoded together by slicing one
-    ``uint8[B, L]`` array; the others one by one with protobuf.
+    Records that match ``columns`` are decoded together by slicing one
+    ``uint8[B, L]`` array; the others one by one by TFDS's parser.
     """
     n = len(records)
     out = allocate(n, size)
-    fast = np.zeros(n, bool)
-    if layout is not None and n:
-        lengths = np.fromiter(map(len, records), np.int64, n)
-        same = lengths == layout.length
-        rows = np.flatnonzero(same)
+    sliced = np.zeros(n, bool)
+    if columns is not None and n:
+        rows = np.flatnonzero(np.fromiter(map(len, records), np.int64, n) == columns.length)
         if len(rows):
-            picked = records if len(rows) == n else [records[i] for i in rows]
-            raw = np.frombuffer(b"".join(picked), np.uint8).reshape(len(rows), layout.length)
-            ok = (raw[:, layout.fixed] == layout.template).all(axis=1)
-            t0 = layout.spans["type"][0]
-            ok &= raw[:, t0] < 0x80  # a one-byte varint
+            raw = np.frombuffer(b"".join(records if len(rows) == n else [records[i] for i in rows.tolist()]), np.uint8)
+            raw = raw.reshape(len(rows), columns.length)
+            t = columns.spans["type"][0]
+            ok = (raw[:, columns.fixed] == columns.template).all(axis=1) & (raw[:, t] < 0x80)  # a one-byte varint
             rows, raw = rows[ok], raw[ok]
-            fast[rows] = True
-
-            def col(name, dtype):
-                a, b = layout.spans[name]
-                return raw[:, a:b].copy().view(dtype)
-
-            out["image"][rows] = col("image", np.uint8).reshape(-1, size, size, 3)
-            out["type"][rows] = raw[:, t0]
-            out["box"][rows] = col("box", "<f4")
-            out["landmarks"][rows] = col("landmarks", "<f4")
-    slow = np.flatnonzero(~fast)
-    if len(slow):
-        _parse_records([records[i] for i in slow], size, out, slow)
+            sliced[rows] = True
+            for name in FIELDS:
+                a, b = columns.spans[name]
+                column = raw[:, a:b] if name in ("image", "type") else raw[:, a:b].copy().view("<f4")
+                out[name][rows] = column.reshape((len(rows),) + out[name].shape[1:])
+    for i in np.flatnonzero(~sliced).tolist():
+        example = features.deserialize_example_np(records[i])
+        for name in FIELDS:
+            out[name][i] = example[name]
     return out
 
 
 class SampleStore:
-    """Random access to a written store: ``len(store)``, ``store.types``, ``store.get(indices)``, ``store.batches``.
+    """Random access to a written store: ``len(store)``, ``store.types``, ``store.get(indices)``, ``store.loader``.
 
     Reads go to the array_record files: one ``ArrayRecordReader`` per shard,
     opened for random access (the reader's own advice: no readahead, no reader
-    threads; a file buffer of a few KiB, not 32 KiB, since each record is one
-    small zstd chunk), and the records decoded with :func:`decode_records`. Parallelism comes from the
-    threads of :meth:`batches`. :meth:`load` copies the whole store into memory
-    once (``len × (3·S² + 60)`` bytes: 0.5 GB for a million P-Net samples), after
-    which :meth:`get` is a NumPy gather.
+    threads; a file buffer of a few KiB, not the 32 KiB of array_record's and
+    Grain's ``ArrayRecordDataSource``, since each record is one small zstd chunk:
+    that data source reads batches 1.5-1.7× slower), and the records decoded
+    with :func:`decode_records`. Parallelism comes from Grain's threads in
+    :meth:`loader` and :meth:`batches`. :meth:`load` copies the whole store into
+    memory once (``len × (3·S² + 60)`` bytes: 0.5 GB for a million P-Net
+    samples), after which :meth:`get` is a NumPy gather.
 
     The files stay a plain TFDS dataset:
     ``tfds.builder_from_directory(<data_dir>/mtcnn_samples/<stage>/1.0.0).as_data_source()``
@@ -391,6 +366,7 @@ class SampleStore:
         try:  # TFDS's metadata: dataset_info.json, the split's shards and their lengths
             builder = _builder(Path(data_dir), stage)
             self._source = builder.as_data_source()["train"]  # TFDS's own decoding (reference, slow)
+            self._features = builder.info.features
             # (file, first record in it, record count) per shard, from TFDS's split metadata
             self._shards = [(str(fi.filename), int(fi.skip),
                              int(fi.take) if fi.take >= 0 else int(fi.examples_in_shard) - int(fi.skip))
@@ -406,8 +382,8 @@ class SampleStore:
         self._buffer = max(4096, 1 << int(np.ceil(np.log2(3 * self.size**2 + 1024))))
         self._readers: list = [None] * len(self._shards)
         self._lock = threading.Lock()
-        self._layout: Optional[_Layout] = None
-        self._layout_known = False
+        self._columns: Optional[_Columns] = None
+        self._columns_known = False
         self._types: Optional[np.ndarray] = None
         self._memory: Optional[Dict[str, np.ndarray]] = None
 
@@ -500,12 +476,12 @@ class SampleStore:
             raise StoreDamaged(self.path, f"{os.path.basename(path)} holds {n} records, {needed} were written")
 
     def _decode(self, records: Sequence[bytes]) -> Dict[str, np.ndarray]:
-        if not self._layout_known and len(records):
-            self._layout = _Layout.of(records[0], self.size)
-            self._layout_known = True
+        if not self._columns_known and len(records):
+            self._columns = _Columns.of(self._features, self.size, records[0])
+            self._columns_known = True
         try:
-            out = decode_records(records, self.size, self._layout)
-        except Exception as err:  # noqa: BLE001 (a record protobuf cannot parse, or of the wrong size)
+            out = decode_records(records, self._features, self.size, self._columns)
+        except Exception as err:  # noqa: BLE001 (a record TFDS cannot parse, or of the wrong size)
             raise StoreDamaged(self.path, f"a record cannot be decoded: {_why(err)}") from None
         bad = (out["type"] < 0) | (out["type"] >= len(SAMPLE_TYPES))
         if bad.any():
@@ -559,39 +535,39 @@ class SampleStore:
 
         The caller decides which indices form each batch (the train loop draws a
         fixed composition per type, deterministic per step:
-        :func:`mtcnn_jax.train.sample_batch`); this overlaps the reading with
-        the consumer. Up to ``prefetch`` batches are read ahead by ``workers``
-        threads (the array_record reader and the decoding release the GIL for
-        most of the work); batches come out in the order of ``index_batches``
-        whatever the threads do, so the result equals ``prefetch=0`` (no thread,
-        each batch read when asked for). An error reading a batch is raised here,
-        when that batch is due.
+        :func:`mtcnn_jax.train.sample_batch`); :meth:`loader` reads them, so
+        ``index_batches`` is taken whole first (a list of index arrays). Batches
+        come out in the order of ``index_batches`` whatever the threads do, so the
+        result equals ``prefetch=0`` (each batch read when asked for). An error
+        reading a batch is raised here, when that batch is due.
         """
-        if prefetch <= 0:
-            for idx in index_batches:
-                yield self.get(idx)
-            return
-        import collections  # noqa: PLC0415
-        from concurrent import futures  # noqa: PLC0415
-
-        pending: "collections.deque[futures.Future]" = collections.deque()
-        plan = iter(index_batches)
-        pool = futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix="store-read")
+        plan = list(index_batches)
+        loader = self.loader(plan.__getitem__, len(plan), prefetch=prefetch, workers=workers)
         try:
-            for idx in plan:
-                pending.append(pool.submit(self.get, idx))
-                if len(pending) >= prefetch:
-                    break
-            while pending:
-                batch = pending.popleft().result()
-                for idx in plan:  # refill: one batch submitted for each one handed out
-                    pending.append(pool.submit(self.get, idx))
-                    break
-                yield batch
+            yield from loader
         finally:
-            for f in pending:
-                f.cancel()
-            pool.shutdown(wait=True)
+            loader.close()
+
+    def loader(self, draw: Callable[[int], Sequence[int]], stop: int, start: int = 0, prefetch: int = 4,
+               workers: int = 2) -> "grain.DatasetIterator":
+        """The batches ``get(draw(step))`` of steps ``start .. stop - 1``, read from the files by Grain.
+
+        ``draw(step)`` gives a step's indices, deterministic per step: the train
+        loop's own draw, ``functools.partial(train.sample_batch, index_by_type,
+        composition, seed)``. Returns a ``grain.DatasetIterator`` over a Grain
+        ``MapDataset`` of the steps: up to ``prefetch`` batches are read ahead by
+        ``workers`` threads (the array_record reader and the decoding release the
+        GIL for most of the work; ``prefetch=0``: no thread), in step order.
+        ``get_state()`` (``{"next_index": k}`` after k batches) can be saved with a
+        checkpoint; ``set_state(state)`` on a new loader over the same steps goes
+        on with the batch of step ``start + k``. ``close()`` stops the threads.
+        """
+        import grain  # noqa: PLC0415, F811 (Grain imports JAX: only when a loader is made)
+
+        steps = grain.MapDataset.range(start, stop).map(lambda step: self.get(draw(step)))
+        options = grain.ReadOptions(num_threads=max(0, workers) if prefetch > 0 else 0,
+                                    prefetch_buffer_size=max(0, prefetch))
+        return iter(steps.to_iter_dataset(options))
 
 
 # ----------------------------------------------------------------------------- train / val pairs
