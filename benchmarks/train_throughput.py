@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/train_throughput.py                 # the mini recipe's three steps
     .venv/bin/python benchmarks/train_throughput.py --seconds 20    # longer timing per stage
+    .venv/bin/python benchmarks/train_throughput.py --formulations cpu   # only the CPU step
 
 For P-Net, R-Net and O-Net it builds the train step exactly as the recipe
 (``configs/cascade.py:mini``) runs it — :func:`mtcnn_jax.train.make_train_step`
@@ -18,6 +19,10 @@ local devices — feeds it batches drawn as the loop draws them
 * the host's share: how long drawing and gathering one batch takes, against the
   step (the loop draws the next batch while the step runs only if this is
   smaller);
+* each step formulation side by side (``--formulations``, default both):
+  ``modules``, the ``flax.linen`` modules in one jitted program (the step before
+  :mod:`mtcnn_jax.train_nets`), and ``cpu``, the chunked step the recipe runs on
+  the CPU backend, with the speed-up of the second over the first;
 * the peak: a 2048 × 2048 float32 matrix product in JAX on the same devices, the
   limit the steps are compared with.
 """
@@ -94,7 +99,7 @@ def synthetic_samples(size: int, n: int, seed: int = 0) -> dict:
     }
 
 
-def measure_stage(s: TrainSettings, seconds: float) -> dict:
+def measure_stage(s: TrainSettings, seconds: float, formulation: str) -> dict:
     """Time the recipe's train step of stage ``s`` (see the module docstring)."""
     stage, size = s.stage, models.INPUT_SIZE[s.stage]
     mesh = train.make_mesh()
@@ -103,7 +108,7 @@ def measure_stage(s: TrainSettings, seconds: float) -> dict:
     model = models.create(stage, landmarks=s.landmarks)
     tx = train.make_optimizer(s.optimizer, s.total_steps)
     k = losses.ohem_k(s.ohem_ratio, composition["negative"] + composition["positive"]) if s.ohem_ratio < 1 else None
-    step = train.make_train_step(model, tx, dict(s.alpha), k, mesh)
+    step = train.make_train_step(model, tx, dict(s.alpha), k, mesh, formulation=formulation)
     params = models.init_params(stage, jax.random.key(0), landmarks=s.landmarks)
     state = train.replicate(train.create_train_state(params, tx), mesh)
     data = synthetic_samples(size, 20_000)
@@ -130,7 +135,8 @@ def measure_stage(s: TrainSettings, seconds: float) -> dict:
     step_s = float(np.median(device))
     fwd = forward_flops(stage, s.landmarks, batch_size)
     flops = 3 * fwd - first_layer_flops(stage, batch_size)
-    return {"stage": stage, "batch": batch_size, "ms_per_step": 1e3 * step_s, "samples_per_s": batch_size / step_s,
+    return {"stage": stage, "formulation": formulation, "batch": batch_size, "ms_per_step": 1e3 * step_s,
+            "samples_per_s": batch_size / step_s,
             "gflops": flops / step_s / 1e9, "gflop_per_step": flops / 1e9, "host_ms": 1e3 * float(np.median(host)),
             "steps_timed": len(device)}
 
@@ -140,20 +146,26 @@ def main(argv=None) -> int:
     p.add_argument("--config", default="configs/cascade.py:mini", help="cascade config whose stages are timed")
     p.add_argument("--stages", default="pnet,rnet,onet")
     p.add_argument("--seconds", type=float, default=8.0, help="timed seconds per stage (default 8)")
+    p.add_argument("--formulations", default="modules,cpu", help="train step formulations to time, in turn")
     args = p.parse_args(argv)
     from mtcnn_jax import recipe  # noqa: PLC0415
 
     config = config_utils.load_config(args.config)
     cs = recipe.cascade_settings(config)
     peak = matmul_peak()
-    rows = [measure_stage(getattr(cs, stage), args.seconds) for stage in args.stages.split(",")]
+    forms = args.formulations.split(",")
+    rows = [measure_stage(getattr(cs, stage), args.seconds, f) for stage in args.stages.split(",") for f in forms]
+    first = {r["stage"]: r for r in rows if r["formulation"] == forms[0]}
     print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()}); "
           f"float32 matmul peak {peak:.0f} GFLOP/s")
-    print("| stage | batch | ms/step | samples/s | GFLOP/step | GFLOP/s | % of peak | host ms/batch |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| stage | step | batch | ms/step | samples/s | × {forms[0]} | GFLOP/step | GFLOP/s | % of peak "
+          "| host ms/batch |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['stage']} | {r['batch']} | {r['ms_per_step']:.1f} | {r['samples_per_s']:,.0f} | "
-              f"{r['gflop_per_step']:.3f} | {r['gflops']:.1f} | {100 * r['gflops'] / peak:.0f}% | {r['host_ms']:.2f} |")
+        speedup = r["samples_per_s"] / first[r["stage"]]["samples_per_s"]
+        print(f"| {r['stage']} | {r['formulation']} | {r['batch']} | {r['ms_per_step']:.1f} | "
+              f"{r['samples_per_s']:,.0f} | {speedup:.2f} | {r['gflop_per_step']:.3f} | {r['gflops']:.1f} | "
+              f"{100 * r['gflops'] / peak:.0f}% | {r['host_ms']:.2f} |")
     return 0
 
 

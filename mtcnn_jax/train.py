@@ -36,6 +36,7 @@ Orbax checkpoints are written collectively.
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Optional
@@ -148,8 +149,9 @@ def _flat(out: models.NetOutput):
 # ----------------------------------------------------------------------------- steps
 
 
-def make_train_step(model, tx, alpha: Mapping[str, float], ohem_k: Optional[int], mesh) -> Callable:
-    """The jitted data-parallel update ``(state, batch) -> (state, metrics)``.
+def make_train_step(model, tx, alpha: Mapping[str, float], ohem_k: Optional[int], mesh,
+                    formulation: Optional[str] = None, chunk: Optional[int] = None) -> Callable:
+    """The data-parallel update ``(state, batch) -> (state, metrics)``.
 
     ``batch`` arrays are sharded over ``data`` (:func:`shard_batch`), ``state``
     is replicated and donated. Inside ``shard_map`` each device computes its
@@ -161,54 +163,91 @@ def make_train_step(model, tx, alpha: Mapping[str, float], ohem_k: Optional[int]
     step by the device count; tests/test_train.py
     checks that 4 devices give the single-device step).
 
+    ``formulation`` (default :func:`mtcnn_jax.train_nets.formulation` of the
+    mesh's devices): ``"modules"`` runs ``model`` (``flax.linen``) in one jitted
+    program; ``"cpu"`` runs :mod:`mtcnn_jax.train_nets`' forward pass of the
+    same params in chunks of ``chunk`` windows per device (default
+    :data:`mtcnn_jax.train_nets.CHUNK`), which XLA's CPU backend runs several
+    times faster (:func:`mtcnn_jax.train_nets.chunked_train_step`). Both give the same update (the
+    gradients agree to float rounding: tests/test_train_nets.py).
+
     metrics: ``loss``, ``det``, ``box``, ``landmarks`` (global batch values),
     ``n_det``/``n_box``/``n_landmarks``, ``grad_norm``, ``param_norm``, ``lr``
     (the learning rate is not known here: filled by the loop).
     """
+    from mtcnn_jax import train_nets  # noqa: PLC0415
+
     alpha = {k: float(v) for k, v in alpha.items()}
+    formulation = formulation or train_nets.formulation(mesh.devices.flat)
+    if formulation == "cpu":
+        return train_nets.chunked_train_step(train_nets.stage_of(model), tx, alpha, ohem_k, mesh, chunk)
+    if formulation != "modules":
+        raise ValueError(f"unknown formulation {formulation!r} (modules or cpu)")
+
+    return _one_program_step(lambda p, x: model.apply({"params": p}, models.normalize(x)), tx, alpha, ohem_k, mesh)
+
+
+def _one_program_step(forward: Callable, tx, alpha: Mapping[str, float], ohem_k: Optional[int], mesh,
+                      compiler_options: Optional[dict] = None) -> Callable:
+    """The whole update as one jitted ``shard_map`` program; ``forward(params, images_u8) -> NetOutput``."""
 
     def local_step(state: TrainState, batch):
         def loss_fn(params):
-            out = model.apply({"params": params}, models.normalize(batch["image"]))
-            logits, box, lm = _flat(out)
+            logits, box, lm = _flat(forward(params, batch["image"]))
             terms = losses.multitask_loss(logits, box, lm, batch, alpha, ohem_k, axis_name=DATA_AXIS)
             return terms.total, terms
 
         (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
         psum = lambda x: jax.lax.psum(x, DATA_AXIS)
-        metrics = {
-            "loss": psum(terms.total),
-            "det": psum(terms.det),
-            "box": psum(terms.box),
-            "landmarks": psum(terms.landmarks),
-            "n_det": terms.n_det,
-            "n_box": terms.n_box,
-            "n_landmarks": terms.n_landmarks,
-            "grad_norm": optax.tree.norm(grads),
-            "param_norm": optax.tree.norm(params),
-        }
-        return TrainState(params, opt_state, state.step + 1), metrics
+        terms = terms._replace(total=psum(terms.total), det=psum(terms.det), box=psum(terms.box),
+                               landmarks=psum(terms.landmarks))
+        return _apply_gradients(tx, state, grads, terms)
 
     step = jax.shard_map(local_step, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=(P(), P()))
-    return jax.jit(step, donate_argnums=0)
+    return jax.jit(step, donate_argnums=0, compiler_options=compiler_options)
 
 
-def make_eval_step(model, alpha: Mapping[str, float], threshold: float) -> Callable:
-    """Jitted ``(params, batch) -> sums``: :func:`mtcnn_jax.losses.eval_sums` of ``model``'s outputs.
+def _apply_gradients(tx, state: TrainState, grads, terms: losses.LossTerms):
+    """The optimizer's update of ``state`` by ``grads``, and the step's metrics (``terms`` are global values)."""
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+        "loss": terms.total,
+        "det": terms.det,
+        "box": terms.box,
+        "landmarks": terms.landmarks,
+        "n_det": terms.n_det,
+        "n_box": terms.n_box,
+        "n_landmarks": terms.n_landmarks,
+        "grad_norm": optax.tree.norm(grads),
+        "param_norm": optax.tree.norm(params),
+    }
+    return TrainState(params, opt_state, state.step + 1), metrics
+
+
+def make_eval_step(model, alpha: Mapping[str, float], threshold: float, formulation: Optional[str] = None,
+                   chunk: Optional[int] = None) -> Callable:
+    """``(params, batch) -> sums``: :func:`mtcnn_jax.losses.eval_sums` of ``model``'s outputs.
 
     ``batch`` also carries ``valid`` bool[N] (False for padding). ``alpha`` does
     not enter the sums (:func:`evaluate` weighs the task losses with it); it is
-    taken so that the eval step is made like the train step.
+    taken so that the eval step is made like the train step. ``formulation`` as
+    for :func:`make_train_step`: ``"cpu"`` runs :mod:`mtcnn_jax.train_nets`' forward pass
+    on chunks of the batch and adds their sums.
     """
+    from mtcnn_jax import train_nets  # noqa: PLC0415
+
     del alpha
+    formulation = formulation or train_nets.formulation()
+    if formulation == "modules":
+        def sums(params, batch):
+            out = model.apply({"params": params}, models.normalize(batch["image"]))
+            return losses.eval_sums(*_flat(out), batch, threshold)
 
-    def sums(params, batch):
-        out = model.apply({"params": params}, models.normalize(batch["image"]))
-        return losses.eval_sums(*_flat(out), batch, threshold)
-
-    return jax.jit(sums)
+        return jax.jit(sums)
+    if formulation != "cpu":
+        raise ValueError(f"unknown formulation {formulation!r} (modules or cpu)")
+    return train_nets.chunked_eval_step(train_nets.stage_of(model), threshold, chunk)
 
 
 def evaluate(eval_step, params, samples: Mapping[str, np.ndarray], alpha: Mapping[str, float],
