@@ -45,7 +45,7 @@ from mtcnn_jax.networks import xla_options
 
 #: Windows per chunk of the CPU train step (:func:`mtcnn_jax.train.make_train_step`): each chunk's
 #: program keeps its temporaries in a few MB (measured in ``benchmarks/README.md``).
-CHUNK = {"pnet": 448, "rnet": 64, "onet": 16}
+CHUNK = {"pnet": 448, "rnet": 64, "onet": 8}
 
 #: The stage each module class is.
 STAGES = {"PNet": "pnet", "RNet": "rnet", "ONet": "onet"}
