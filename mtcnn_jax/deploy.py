@@ -237,9 +237,9 @@ def load_model(
     factor: float = 0.709,
     thresholds: Sequence[float] = (0.6, 0.7, 0.7),
     nms_thresholds: Sequence[float] = (0.5, 0.7, 0.7, 0.7),
-    flip_landmarks: bool = False,
+    flip_landmarks: bool = True,
     resize: str = "antialiased",
-    pyramid: str = "chained",
+    pyramid: str = "summed",
     compilation_cache: bool = True,
     providers: Union[Sequence[str], None] = None,
 ) -> "MTCNN":

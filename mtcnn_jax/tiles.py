@@ -17,8 +17,8 @@ images of a group straight into fixed batches. Both take the network as a
 function, so the same packing feeds every backend of the cascade (the JAX
 networks of :mod:`mtcnn_jax.networks`, the programs exported by
 :mod:`mtcnn_jax.export`, ONNX Runtime sessions), and this module imports no JAX.
-:func:`mirror_landmarks` undoes the mirroring of the crops that ``run_crops(...,
-mirrored=True)`` also runs (the detector's ``flip_landmarks``).
+:func:`mirror_landmarks` undoes the mirroring of a crop (the detector's
+``flip_landmarks`` runs O-Net on the mirrored crops of the faces it keeps).
 """
 
 from __future__ import annotations

@@ -133,7 +133,7 @@ def test_json_schema_rounding_and_summary(tmp_path, capsys, fake):
     }]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "x.png"]  # no temp file left
     assert fake.made == [{"min_face_size": 20.0, "factor": 0.709,
-                          "thresholds": (0.6, 0.7, 0.7), "weights": None, "pyramid": "chained"}]
+                          "thresholds": (0.6, 0.7, 0.7), "weights": None, "pyramid": "summed"}]
 
 
 def test_json_to_stdout(tmp_path, capsys, fake):
@@ -293,7 +293,7 @@ def test_grayscale_rgba_and_16bit_inputs_reach_the_detector_as_rgb8(tmp_path, ca
     (["--min-face", "inf"], "--min-face: expected a finite number, got 'inf'"),
     (["--max-megapixels", "0"], "--max-megapixels: must be positive"),
     (["--weights", "/nonexistent/w.msgpack"], "--weights: /nonexistent/w.msgpack: no such file or folder"),
-    (["--pyramid", "fast"], "--pyramid: expected 'chained' or 'original', got 'fast'"),
+    (["--pyramid", "fast"], "--pyramid: expected 'summed', 'original' or 'chained', got 'fast'"),
 ])
 def test_bad_options_give_one_line_and_exit_2(tmp_path, capsys, fake, argv, message):
     image = good_image(tmp_path / "x.png")

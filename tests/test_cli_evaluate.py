@@ -144,7 +144,7 @@ def test_wider_with_detector_skips_bad_images_and_writes_everything(tmp_path, ca
     assert "missing.png: no such file" in lines[0] and "corrupt.png" in lines[1]
     assert "Traceback" not in err
     assert fake.made == [{"min_face_size": 12.0, "factor": 0.709,
-                          "thresholds": (0.5, 0.5, 0.3), "weights": None, "pyramid": "chained"}]
+                          "thresholds": (0.5, 0.5, 0.3), "weights": None, "pyramid": "summed"}]
 
     m = json.loads((out / "metrics.json").read_text())
     assert (m["n_images"], m["n_evaluated"], m["n_skipped"]) == (4, 2, 2)

@@ -96,11 +96,31 @@ def test_mirror_landmarks_by_hand():
 
 
 def test_flip_averaged_landmarks_stay_close(det, photo):
-    plain = det.detect(photo)
-    flipped = MTCNN(flip_landmarks=True).detect(photo)
+    assert det.flip_landmarks  # the default, as the authors' first release (MTCNNv1 detect_face.m)
+    flipped = det.detect(photo)
+    plain = MTCNN(flip_landmarks=False).detect(photo)
     np.testing.assert_array_equal(plain.boxes, flipped.boxes)  # boxes do not change
     diff = np.abs(plain.landmarks - flipped.landmarks).max()
     assert 0 < diff < 5  # averaging moves the points, by a few pixels at most
+
+
+def test_flip_averages_with_the_mirrored_crop(det, photo):
+    """The landmarks are the mean of O-Net's on the face's crop and on the mirrored crop (x -> 1 - x,
+    left and right swapped), taken on the box O-Net saw, as MTCNNv1's detect_face.m."""
+    from mtcnn_jax import boxes as bx, tiles
+    from mtcnn_jax.detector import _landmarks
+
+    cand = det.refine(photo, det.proposals(photo))
+    faces = det.output(photo, cand)
+    box = np.fix(cand[:, :4])
+    onet = det.networks.onet
+    run = lambda fn, b: tiles.run_crops(fn, [photo], [bx.convert(b, bx.BoxMode.AUTHORS, bx.BoxMode.INCLUSIVE)],
+                                        48, det.resize, det.networks.onet_batch)  # noqa: E731
+    best = box[np.argmax(np.asarray(run(onet, box)[0]))][None]  # the one face's box before its regression
+    u = np.asarray(run(onet, best)[2], np.float64)
+    um = np.asarray(run(lambda c: onet(np.ascontiguousarray(c[:, :, ::-1])), best)[2], np.float64)
+    want = _landmarks(best, 0.5 * (u + tiles.mirror_landmarks(um)))
+    np.testing.assert_allclose(faces.landmarks, want, atol=1e-3)
 
 
 def test_functional_detect_matches_class(photo, det):
@@ -108,9 +128,10 @@ def test_functional_detect_matches_class(photo, det):
 
 
 def test_pyramid_from_the_image_finds_the_same_face(det, photo):
-    chained = det.detect(photo)
+    chained = MTCNN(pyramid="chained").detect(photo)
     original = MTCNN(pyramid="original").detect(photo)
-    assert det.pyramid == "chained" and len(chained.boxes) == len(original.boxes) == 1
+    assert det.pyramid == "summed" and len(chained.boxes) == len(original.boxes) == 1
+    np.testing.assert_array_equal(det.detect(photo).boxes, original.boxes)  # the same levels here
     # Only P-Net sees the pyramid; R-Net and O-Net crop the image itself, so the same surviving
     # proposal gives the same face to the last digit.
     np.testing.assert_allclose(chained.boxes, original.boxes, atol=1e-3)

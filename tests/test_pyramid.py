@@ -56,12 +56,44 @@ def test_sources_of_the_levels():
     # factor 0.79, step 3: 0.6, 0.474, 0.374, 0.296, 0.234, 0.185, 0.146 (14.6 px; next 11.5 < 12)
     s = pyramid.scales(100, 100, 20, 0.79)
     assert len(s) == 7 and pyramid.sources(s, 0.79) == [-1, -1, -1, 0, 1, 2, 3]
+    assert pyramid.sources(s, 0.79, "summed") == [-1] * 7  # every level from the image (its running sums)
     with pytest.raises(ValueError, match="pyramid mode"):
         pyramid.sources(s, 0.709, "bilinear")
 
 
+def test_area_level_by_hand():
+    # 5 rows × 2 columns → 2 × 1: output row 0 averages rows [0, 2.5), row 1 rows [2.5, 5) (each cut row
+    # by half); across, the two columns are averaged. Rows 0, 10, 20, 30, 40 (column 2: +2):
+    # (0 + 10 + 20 / 2) / 2.5 = 8 (+1 for the column mean), (20 / 2 + 30 + 40) / 2.5 = 32 (+1).
+    image = np.array([[[v], [v + 2]] for v in (0, 10, 20, 30, 40)], np.uint8)
+    sums = pyramid.row_sums(image)
+    assert sums.dtype == np.int32 and sums[:, 0, 0].tolist() == [0, 0, 10, 30, 60, 100]
+    assert pyramid.area_level(image, sums, (2, 1))[:, 0, 0].tolist() == [9, 33]
+    np.testing.assert_array_equal(pyramid.area_level(image, sums, (2, 1)), pyramid.resize(image, (2, 1)))
+
+
+@pytest.mark.parametrize("min_face, factor", [(20, 0.709), (10, 0.79), (40, 0.5)])
+def test_summed_levels_are_the_original_levels(min_face, factor):
+    """The default pyramid is the authors' (every level the area average of the image, as "original"),
+    computed from running sums of the image's rows: equal up to one grey level where float rounding
+    lands on the other side of .5; with bilinear resizing (no averaging) it is "original" exactly."""
+    from mtcnn_jax.images import load_image
+    from conftest import REPO
+
+    photo = load_image(REPO / "mtcnn_jax/assets/astronaut.jpg")[:, 7:]  # 512 × 505: not square
+    wide = np.ascontiguousarray(np.concatenate([photo, photo[:, ::-1]], axis=1)[::3])  # 171 × 1010
+    summed = pyramid.Levels([photo, wide], min_face, factor, "summed")
+    original = pyramid.Levels([photo, wide], min_face, factor, "original")
+    assert summed.sizes == original.sizes and summed._source.count(-2) >= 3  # the running sums are used
+    for i in range(len(summed.sizes)):
+        a, b = summed.make(i).astype(int), original.make(i).astype(int)
+        assert np.abs(a - b).max() <= 1 and np.mean(a != b) < 1e-2, i  # ties of .5, rounded apart
+    bilinear = pyramid.Levels([photo], min_face, factor, "summed", "bilinear")
+    assert set(bilinear._source) == {-1}
+
+
 def _imresize_antialiased_bilinear(image, size_hw):
-    """The authors' resampling (Matlab ``imresize``, bilinear, antialiased when shrinking), separable, in NumPy.
+    """Matlab ``imresize`` (bilinear, antialiased when shrinking), separable, in NumPy.
 
     Output pixel i (0-based) is centred on source coordinate u = (i + 0.5) / s - 0.5; weights are the
     triangle kernel widened by 1 / s (support 2 / s), normalised, indices clamped at the borders.
@@ -85,10 +117,12 @@ def test_antialiased_reference_by_hand():
     assert _imresize_antialiased_bilinear(row, (1, 2))[0, :, 0].tolist() == [50, 160]
 
 
-def test_chained_levels_are_closer_to_the_authors_resampling():
+def test_chained_levels_are_closer_to_matlab_imresize():
     """Chained levels (from the level two steps up) differ from levels averaged straight from the image,
-    but towards the authors' resampling: Matlab's antialiased bilinear kernel is wider than the box
-    that area averaging uses, and two boxes in a row are closer to it than one."""
+    but towards Matlab's ``imresize``: its antialiased bilinear kernel is wider than the box that area
+    averaging uses, and two boxes in a row are closer to it than one. (The authors' ``detect_face.m``
+    calls Piotr's toolbox ``imResample`` instead, a single box when shrinking, which the direct levels
+    match: ``benchmarks/defaults_study.py``, and why "chained" is no longer the default.)"""
     from mtcnn_jax.images import load_image
     from conftest import REPO
 

@@ -4,7 +4,7 @@
                      [--keep all|largest|best] [--rotations ANGLES]
                      [--every N] [--smooth] [--min-face N] [--factor F]
                      [--thresholds a,b,c] [--weights FILE_OR_DIR | --model DIR]
-                     [--max-megapixels M] [--pyramid chained|original]
+                     [--max-megapixels M] [--pyramid summed|original|chained]
 
 Each PATH is an image file, a folder (searched recursively for .jpg, .jpeg,
 .png, .bmp, .webp, .tif, .tiff), a video file (.mp4, .m4v, .mov, .avi, .mkv,

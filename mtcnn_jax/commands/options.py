@@ -43,9 +43,10 @@ _SPECS = {
                            "(default: the authors' weights shipped with the package)"),
     "--max-megapixels": dict(metavar="M", default=str(images.DEFAULT_MAX_PIXELS / 1e6),
                              help="refuse images larger than M megapixels, before decoding (default 100)"),
-    "--pyramid": dict(metavar="MODE", default="chained",
-                      help="how pyramid levels are made: 'chained' (default: each from the level about twice "
-                           "its size) or 'original' (each from the image, as the authors do)"),
+    "--pyramid": dict(metavar="MODE", default="summed",
+                      help="how pyramid levels are made: 'summed' (default: the authors' levels, averaged from "
+                           "running sums of the image's rows), 'original' (each resized from the image, as the "
+                           "authors do) or 'chained' (each from the level about twice its size)"),
 }
 
 
@@ -123,7 +124,8 @@ def parse_settings(args: argparse.Namespace) -> Settings:
         raise UserError(f"--weights: {weights}: no such file or folder")
     pyramid = args.pyramid
     if pyramid not in PYRAMID_MODES:
-        raise UserError(f"--pyramid: expected {' or '.join(map(repr, PYRAMID_MODES))}, got {pyramid!r}")
+        names = list(map(repr, PYRAMID_MODES))
+        raise UserError(f"--pyramid: expected {', '.join(names[:-1])} or {names[-1]}, got {pyramid!r}")
     return Settings(min_face, factor, thresholds, weights, int(megapixels * 1e6), pyramid)
 
 
