@@ -11,21 +11,22 @@ Variants (``--config configs/cascade.py:VARIANT``)::
   0.451 / 0.746 / 0.790, all / ≥ 20 / ≥ 40). ``<workdir>/summary.json`` has the
   stage times, ``<workdir>/eval/metrics.json`` the AP.
 
-  Measured on a fresh clone at commit 00f8ad9 (2 CPU cores, otherwise idle;
-  ``/usr/bin/time`` around the command): AP 0.266 / 0.515 / **0.579** (all /
-  ≥ 20 / ≥ 40 px, default thresholds 0.6 / 0.7 / 0.7). Stage times: P-Net
-  samples 19 s (two worker processes), P-Net 122 s (12,000 steps; val accuracy
-  0.938, recall 0.79), R-Net mining 89 s (762k proposals on 576 images), R-Net
-  490 s (1,500 steps; val accuracy 0.957, recall 0.72), O-Net mining 74 s
-  (P-Net's proposals reused from R-Net mining), O-Net 802 s (2,000 steps; val
-  accuracy 0.923, recall 0.83), eval 70 s: 1,665 s of stages, **27 min 47 s**
-  wall with start-up, peak RSS 2.4 GB. The same AP came out of an earlier run at
-  0efaceb (serial cutting): the recipe is deterministic. What got it there
-  from the previous 0.462: R-Net / O-Net trained 1,500 / 2,000 steps instead of
-  1,000 / 600 (a stage-swap test had shown them to be the weak stages: the
-  trained P-Net with the authors' R/O-Net scored 0.765), and training windows
-  resized like the detector's crops (area averaging when shrinking) instead of
-  bilinear.
+  Measured at commit 467a3f7 (2 CPU cores, otherwise idle; ``/usr/bin/time``
+  around the command), with the CPU train step (:mod:`mtcnn_jax.train_nets`):
+  AP 0.263 / 0.509 / **0.571** (all / ≥ 20 / ≥ 40 px, default thresholds
+  0.6 / 0.7 / 0.7). Stage times: P-Net samples 29 s, P-Net 126 s (12,000 steps),
+  R-Net mining 114 s, R-Net 232 s (1,500 steps; val accuracy 0.954, recall
+  0.72), O-Net mining 98 s, O-Net 435 s (2,000 steps; val accuracy 0.931,
+  recall 0.83), eval 87 s: **18 min 45 s** wall with start-up, peak RSS 1.6 GB.
+  Before the CPU train step (commit 00f8ad9, the flax modules in one program):
+  AP 0.266 / 0.515 / 0.579, R-Net 490 s, O-Net 802 s, 27 min 47 s. The two steps
+  give the same update to float rounding (tests/test_train_nets.py); over
+  thousands of steps those roundings add up to a different run, as another seed
+  would (0.008 AP at ≥ 40 px here). What got the recipe from the earlier 0.462:
+  R-Net / O-Net trained 1,500 / 2,000 steps instead of 1,000 / 600 (a stage-swap
+  test had shown them to be the weak stages: the trained P-Net with the
+  authors' R/O-Net scored 0.765), and training windows resized like the
+  detector's crops (area averaging when shrinking) instead of bilinear.
 * ``tiny``: the same pipeline on a handful of images and a few hundred steps
   (CI, tests/test_cascade.py): a few minutes on 2 cores; its AP means nothing.
 * ``paper``: the full-scale recipe, for WIDER FACE train (12,880 images) +
