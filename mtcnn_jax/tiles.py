@@ -170,8 +170,7 @@ def pnet_stream(params, sizes: Sequence[Tuple[int, int]], make_level, tile: int 
     return [(m[..., 0], m[..., 1:]) for m in maps]
 
 
-def run_crops(fn, images, boxes_list, size: int, method: str, batch: int, mirrored: bool = False,
-              fixed: bool = True):
+def run_crops(fn, images, boxes_list, size: int, method: str, batch: int, fixed: bool = True):
     """Crop network ``fn`` on the ``size × size`` crops of ``boxes_list[k]`` (0-based inclusive) in ``images[k]``.
 
     ``fn(uint8[B, size, size, 3])`` → a tuple of per-crop outputs. Crops are cut
@@ -179,18 +178,11 @@ def run_crops(fn, images, boxes_list, size: int, method: str, batch: int, mirror
     it is full, so the device computes while the host cuts the next one; the last
     batch is zero-padded to ``batch`` when ``fixed`` (one program shape), else cut
     short. Returns the outputs for all boxes in order (cut back to their number),
-    or ``None`` when there are none. ``mirrored``: also run ``fn`` on the
-    horizontally mirrored crops; returns ``(plain, mirrored)``.
+    or ``None`` when there are none.
     """
-    pending, mirror_pending = [], []
+    pending: list = []
     buf, fill = None, 0
     total = 0
-
-    def dispatch(crops):
-        pending.append(fn(crops))
-        if mirrored:
-            mirror_pending.append(fn(np.ascontiguousarray(crops[:, :, ::-1])))
-
     for image, boxes in zip(images, boxes_list):
         at = 0
         while at < len(boxes):
@@ -200,17 +192,14 @@ def run_crops(fn, images, boxes_list, size: int, method: str, batch: int, mirror
             buf[fill : fill + take] = bx.crop_and_resize(image, boxes[at : at + take], size, method)
             fill, at, total = fill + take, at + take, total + take
             if fill == batch:
-                dispatch(buf)
+                pending.append(fn(buf))
                 buf = None
     if buf is not None:
-        dispatch(buf if fixed else buf[:fill])
+        pending.append(fn(buf if fixed else buf[:fill]))
     if not pending:
         return None
 
-    def gather(results):
-        return [np.concatenate([np.asarray(r[i]) for r in results])[:total] for i in range(len(results[0]))]
-
-    return (gather(pending), gather(mirror_pending)) if mirrored else gather(pending)
+    return [np.concatenate([np.asarray(r[i]) for r in pending])[:total] for i in range(len(pending[0]))]
 
 
 #: Point order of a horizontally mirrored face: left/right eyes and mouth corners swap.

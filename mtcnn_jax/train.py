@@ -36,7 +36,6 @@ Orbax checkpoints are written collectively.
 
 from __future__ import annotations
 
-import functools
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Optional
