@@ -50,7 +50,7 @@ sums into the :data:`EVAL_METRICS`.
 
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple, Optional
+from typing import Mapping, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -147,12 +147,31 @@ def ohem_mask(
     return keep
 
 
-def _masked_mean(values, mask, axis_name):
-    """``Σ mask·values / max(1, Σ mask)``; with ``axis_name`` the count is global."""
-    count = jnp.sum(mask)
+def loss_masks(logits: jax.Array, sample_type: jax.Array, k: Optional[int], has_landmarks: bool,
+               axis_name: Optional[str] = None) -> Tuple[jax.Array, jax.Array]:
+    """``(masks float32[N, 3], counts float32[3])``: which samples feed det, box and landmarks, and how many in all.
+
+    ``masks`` is β of each sample's type, its det column times the OHEM keep mask
+    (:func:`ohem_mask`, over the global batch with ``axis_name``) when ``k`` is
+    given, its landmark column 0 without a landmark head; ``counts`` are its
+    column sums over the global batch. No gradient flows through either.
+    """
+    b = beta(sample_type)
+    if k is not None:
+        b = b.at[:, 0].multiply(ohem_mask(det_loss(logits, sample_type), b[:, 0] > 0, k, axis_name))
+    if not has_landmarks:
+        b = b.at[:, 2].set(0.0)
+    counts = jnp.sum(b, axis=0)
     if axis_name is not None:
-        count = jax.lax.psum(count, axis_name)
-    return jnp.sum(mask * values) / jnp.maximum(count, 1.0), count
+        counts = jax.lax.psum(counts, axis_name)
+    return jax.lax.stop_gradient(b), jax.lax.stop_gradient(counts)
+
+
+def sample_losses(logits: jax.Array, box: jax.Array, landmarks: Optional[jax.Array],
+                  batch: Mapping[str, jax.Array]) -> jax.Array:
+    """float32[N, 3]: each sample's det, box and landmark loss (Eqs. 1-3; landmarks 0 without a head)."""
+    l_lm = jnp.zeros_like(box[:, 0]) if landmarks is None else landmark_loss(landmarks, batch["landmarks"])
+    return jnp.stack([det_loss(logits, batch["type"]), box_loss(box, batch["box"]), l_lm], axis=-1)
 
 
 def multitask_loss(
@@ -174,19 +193,10 @@ def multitask_loss(
     k: OHEM keep count (static) or None to keep every labelled sample.
     axis_name: mesh axis of the batch inside ``shard_map`` (see module docstring).
     """
-    b = beta(batch["type"])
-    l_det = det_loss(logits, batch["type"])
-    m_det = b[:, 0]
-    if k is not None:
-        m_det = m_det * ohem_mask(l_det, m_det > 0, k, axis_name)
-    det, n_det = _masked_mean(l_det, m_det, axis_name)
-    bx, n_box = _masked_mean(box_loss(box, batch["box"]), b[:, 1], axis_name)
-    if landmarks is None:
-        lm, n_lm = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
-    else:
-        lm, n_lm = _masked_mean(landmark_loss(landmarks, batch["landmarks"]), b[:, 2], axis_name)
+    masks, counts = loss_masks(logits, batch["type"], k, landmarks is not None, axis_name)
+    det, bx, lm = jnp.sum(masks * sample_losses(logits, box, landmarks, batch), axis=0) / jnp.maximum(counts, 1.0)
     total = alpha["det"] * det + alpha["box"] * bx + alpha["landmarks"] * lm
-    return LossTerms(total, det, bx, lm, n_det, n_box, n_lm)
+    return LossTerms(total, det, bx, lm, counts[0], counts[1], counts[2])
 
 
 # ----------------------------------------------------------------------------- held-out metrics

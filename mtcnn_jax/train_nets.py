@@ -256,32 +256,9 @@ def chunk_bounds(n: int, chunk: int) -> list:
     return [(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-def loss_masks(logits, sample_type, ohem_k: Optional[int], has_landmarks: bool, axis_name: Optional[str] = None):
-    """``(masks float32[N, 3], counts float32[3])``: which samples feed det, box and landmarks, and how many in all.
-
-    :func:`mtcnn_jax.losses.multitask_loss`'s masks: β of each sample's type, the
-    det column times the OHEM keep mask (selected over the global batch with
-    ``axis_name``), the landmark column 0 without a landmark head; ``counts``
-    are the global sums. The loss is ``Σ_j α_j Σ_i masks[i, j] · L_ij /
-    max(1, counts[j])``; no gradient flows through either.
-    """
-    b = losses.beta(sample_type)
-    if ohem_k is not None:
-        b = b.at[:, 0].multiply(losses.ohem_mask(losses.det_loss(logits, sample_type), b[:, 0] > 0, ohem_k, axis_name))
-    if not has_landmarks:
-        b = b.at[:, 2].set(0.0)
-    counts = jnp.sum(b, axis=0)
-    if axis_name is not None:
-        counts = jax.lax.psum(counts, axis_name)
-    return jax.lax.stop_gradient(b), jax.lax.stop_gradient(counts)
-
-
 def _weighted_loss(weights, out: models.NetOutput, batch) -> jax.Array:
-    logits, box, lm = train._flat(out)
-    total = weights[:, 0] * losses.det_loss(logits, batch["type"]) + weights[:, 1] * losses.box_loss(box, batch["box"])
-    if lm is not None:
-        total = total + weights[:, 2] * losses.landmark_loss(lm, batch["landmarks"])
-    return jnp.sum(total)
+    """``Σ weights · L``: the sample losses (:func:`mtcnn_jax.losses.sample_losses`) weighted per sample and task."""
+    return jnp.sum(weights * losses.sample_losses(*train._flat(out), batch))
 
 
 def chunked_train_step(stage: str, tx, alpha: Mapping[str, float], ohem_k: Optional[int], mesh,
@@ -296,8 +273,8 @@ def chunked_train_step(stage: str, tx, alpha: Mapping[str, float], ohem_k: Optio
     over the mesh:
 
     1. the forward pass of every chunk (this module's networks), outputs only;
-    2. the per-sample loss weights (:func:`loss_masks`: β, the global OHEM
-       selection and the global counts, as :func:`mtcnn_jax.losses.multitask_loss`)
+    2. the per-sample loss weights (:func:`mtcnn_jax.losses.loss_masks`: β, the global
+       OHEM selection and the global counts, as :func:`mtcnn_jax.losses.multitask_loss`)
        and the loss terms;
     3. per chunk, the gradient of its weighted loss, recomputing its forward pass,
        added up (``check_vma`` sums each over the devices, as in the one-program step);
@@ -333,11 +310,9 @@ def chunked_train_step(stage: str, tx, alpha: Mapping[str, float], ohem_k: Optio
             logits, box = (jnp.concatenate([o[i] for o in outs]) for i in (0, 1))
             lm = None if outs[0][2] is None else jnp.concatenate([o[2] for o in outs])
             batch = {k: jnp.concatenate([c[k] for c in chunks]) for k in ("type", "box", "landmarks")}
-            masks, counts = loss_masks(logits, batch["type"], ohem_k, lm is not None, train.DATA_AXIS)
-            per = [losses.det_loss(logits, batch["type"]), losses.box_loss(box, batch["box"]),
-                   jnp.zeros_like(box[:, 0]) if lm is None else losses.landmark_loss(lm, batch["landmarks"])]
-            task = [jax.lax.psum(jnp.sum(masks[:, j] * per[j]), train.DATA_AXIS) / jnp.maximum(counts[j], 1.0)
-                    for j in range(3)]
+            masks, counts = losses.loss_masks(logits, batch["type"], ohem_k, lm is not None, train.DATA_AXIS)
+            sums = jax.lax.psum(jnp.sum(masks * losses.sample_losses(logits, box, lm, batch), axis=0), train.DATA_AXIS)
+            task = list(sums / jnp.maximum(counts, 1.0))
             total = sum(alpha[t] * v for t, v in zip(losses.TASKS, task))
             terms = losses.LossTerms(total, *task, *(counts[j] for j in range(3)))
             weights = masks * jnp.array([alpha[t] for t in losses.TASKS], jnp.float32) / jnp.maximum(counts, 1.0)
