@@ -54,20 +54,23 @@ from typing import Mapping, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 NEGATIVE, POSITIVE, PART, LANDMARK = 0, 1, 2, 3
 SAMPLE_TYPES = ("negative", "positive", "part", "landmark")
 TASKS = ("det", "box", "landmarks")
 
 #: β[type, task] in {0, 1}: rows negative, positive, part, landmark; columns det, box, landmarks.
-BETA = jnp.array(
+#: A NumPy array: a jax array made at import would start JAX's backend, which must wait for
+#: ``jax.distributed.initialize`` in a multi-host run.
+BETA = np.array(
     [
         [1.0, 0.0, 0.0],
         [1.0, 1.0, 0.0],
         [0.0, 1.0, 0.0],
         [0.0, 0.0, 1.0],
     ],
-    jnp.float32,
+    np.float32,
 )
 
 
@@ -85,7 +88,7 @@ class LossTerms(NamedTuple):
 
 def beta(sample_type: jax.Array) -> jax.Array:
     """int32[N] sample types → float32[N, 3] β indicators (det, box, landmarks)."""
-    return BETA[sample_type]
+    return jnp.asarray(BETA)[sample_type]
 
 
 def det_loss(logits: jax.Array, sample_type: jax.Array) -> jax.Array:
