@@ -11,7 +11,9 @@ subfolder of the work directory::
     rnet/          R-Net trained on them
     onet_samples/  48×48 windows mined with P-Net + R-Net + landmark faces, store
     onet/          O-Net trained on them
-    eval/          the trained cascade on a WIDER-format set: metrics.json (AP all / ≥20 / ≥40)
+    eval/          the trained cascade on a WIDER-format set: metrics.json (AP all / ≥20 / ≥40),
+                   and the stage diagnostics (:func:`stage_diagnostics`): each trained stage's
+                   AP inside the authors' cascade, its held-out recall and accuracy
 
 A step that finished writes ``done.json`` (its summary and its time) into its
 folder; a rerun on the same work directory skips finished steps and resumes an
@@ -308,10 +310,47 @@ def evaluate_cascade(weights, eval_config, progress: bool = False) -> dict:
     return out
 
 
-def _eval(cs: CascadeSettings, workdir: Path, progress: bool) -> dict:
+def stage_diagnostics(cs: CascadeSettings, workdir: Path, summary: dict, progress: bool = False) -> dict:
+    """Which trained stage is weak: per stage, the AP of the authors' cascade with that one stage
+    replaced by the trained one (trained P + authors' R/O, authors' P + trained R + authors' O,
+    authors' P/R + trained O; same eval set and settings as the cascade's AP), and the stage's
+    held-out numbers from its training step: ``recall`` (faces scoring above ``threshold``) and
+    ``accuracy`` on its held-out windows (random windows for P-Net, mined ones for R-Net and O-Net).
+    """
+    from mtcnn_jax import pretrained  # noqa: PLC0415
+
+    authors, trained = pretrained.load_pretrained(), trained_params(workdir, ("pnet", "rnet", "onet"))
+    out = {}
+    for stage in ("pnet", "rnet", "onet"):
+        val = (summary.get(stage) or {}).get("val") or {}
+        swapped = evaluate_cascade(dict(authors, **{stage: trained[stage]}), cs.eval, progress)
+        out[stage] = {"ap_in_authors_cascade": swapped["ap"], "threshold": float(cs.stage(stage).threshold),
+                      "recall": val.get("recall"), "accuracy": val.get("accuracy"),
+                      "held_out": "random windows" if stage == "pnet" else "mined windows"}
+    return out
+
+
+def _eval(cs: CascadeSettings, workdir: Path, summary: dict, progress: bool) -> dict:
     out = evaluate_cascade(Path(workdir) / "params.msgpack", cs.eval, progress)
+    out["stages"] = stage_diagnostics(cs, workdir, summary, progress)
     files.write_json(Path(workdir) / "eval" / "metrics.json", out, sort_keys=True)
     return out
+
+
+def summary_lines(summary: dict) -> list:
+    """The printed summary of a recipe run: stage times, the cascade's AP, and the stage diagnostics."""
+    times = ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in summary.items() if isinstance(v, dict))
+    ev = summary["eval"]
+    lines = [f"stage times: {times}; total {summary['total_seconds']:.0f} s",
+             "WIDER AP: " + ", ".join(f"{k} {v:.3f}" for k, v in ev["ap"].items())]
+    names = {"pnet": "trained P + authors' R/O", "rnet": "authors' P + trained R + authors' O",
+             "onet": "authors' P/R + trained O"}
+    for stage, d in (ev.get("stages") or {}).items():
+        held = "" if d["recall"] is None else (f"; held-out {d['held_out']}: recall {d['recall']:.3f} at "
+                                               f"{d['threshold']:g}, accuracy {d['accuracy']:.3f}")
+        lines.append(f"{stage}: AP {', '.join(f'{k} {v:.3f}' for k, v in d['ap_in_authors_cascade'].items())} "
+                     f"as {names[stage]}{held}")
+    return lines
 
 
 def input_folders(cs: CascadeSettings) -> list:
@@ -362,7 +401,7 @@ def train_cascade(config, workdir, progress: bool = True, log: Optional[Callable
         "rnet": lambda: _train(cs, workdir, "rnet", progress, remake("rnet_samples"), overwrite),
         "onet_samples": lambda: _mine_samples(cs, workdir, "onet", progress),
         "onet": lambda: _train(cs, workdir, "onet", progress, remake("onet_samples"), overwrite),
-        "eval": lambda: _eval(cs, workdir, progress),
+        "eval": lambda: _eval(cs, workdir, summary, progress),
     }
     with interruptible():  # a Ctrl-C lost inside a gc callback still stops the recipe
         for step in STEPS:

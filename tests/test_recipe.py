@@ -68,6 +68,16 @@ def test_tiny_cascade_trains_loads_and_resumes(tmp_path, data_dir, capsys):
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
     assert set(metrics["ap"]) == {"all", ">=20", ">=40"} and metrics["images"] == 3
     assert all(0.0 <= v <= 1.0 for v in metrics["ap"].values())
+    # Stage diagnostics: each trained stage inside the authors' cascade, and its held-out recall.
+    stages = metrics["stages"]
+    assert set(stages) == {"pnet", "rnet", "onet"} and stages == summary["eval"]["stages"]
+    for stage, d in stages.items():
+        assert set(d["ap_in_authors_cascade"]) == {"all", ">=20", ">=40"}
+        assert d["recall"] == summary[stage]["val"]["recall"] and 0.0 <= d["recall"] <= 1.0
+        assert d["threshold"] == (0.6 if stage == "pnet" else 0.7)
+    lines = recipe.summary_lines(summary)
+    assert lines[1].startswith("WIDER AP: all ") and lines[-1].startswith("onet: AP all ")
+    assert "authors' P/R + trained O; held-out mined windows: recall" in lines[-1]
     # The cascade loads like the authors' weights, and detects. A small image and min face 40: an
     # undertrained P-Net proposes tens of thousands of windows on a large photo (minutes of NMS).
     import cv2
@@ -110,6 +120,31 @@ def test_tiny_cascade_trains_loads_and_resumes(tmp_path, data_dir, capsys):
     assert logs[5] == "onet: running" and logs[-1].startswith("eval: finished")
     assert (work / "onet" / "params.msgpack").read_bytes() == before
     assert (work / "onet" / "metrics.jsonl").read_text().splitlines() == lines  # no new training steps logged
+
+
+@pytest.mark.slow
+def test_stage_diagnostics_swap_one_stage_into_the_authors_cascade(tmp_path, data_dir):
+    """With the authors' own params as the "trained" stages every swap is the authors' cascade; with
+    a P-Net whose face score never passes, the P-Net swap finds nothing and the others are unchanged."""
+    import jax
+
+    from mtcnn_jax.pretrained import load_pretrained, save_params
+
+    config = cmd.load("configs/cascade.py:tiny", [("data_root", str(data_dir))])
+    cs = recipe.cascade_settings(config)
+    authors = load_pretrained()
+    blind = jax.tree_util.tree_map(np.asarray, authors["pnet"])
+    blind["face"] = dict(blind["face"], bias=np.array([50.0, -50.0], np.float32))  # "no face" everywhere
+    for stage in ("pnet", "rnet", "onet"):
+        (tmp_path / stage).mkdir()
+        save_params(tmp_path / stage / "params.msgpack", {stage: blind if stage == "pnet" else authors[stage]})
+    summary = {"rnet": {"val": {"recall": 0.5, "accuracy": 0.9}}}
+    d = recipe.stage_diagnostics(cs, tmp_path, summary)
+    full = recipe.evaluate_cascade(None, cs.eval)["ap"]
+    assert full[">=40"] > 0.3, full
+    assert d["rnet"]["ap_in_authors_cascade"] == full and d["onet"]["ap_in_authors_cascade"] == full
+    assert d["pnet"]["ap_in_authors_cascade"] == {k: 0.0 for k in full}
+    assert (d["rnet"]["recall"], d["rnet"]["accuracy"], d["pnet"]["recall"]) == (0.5, 0.9, None)
 
 
 def _data_root(tmp_path):

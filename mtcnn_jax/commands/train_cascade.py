@@ -68,9 +68,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     except OSError as err:  # the workdir went away, the disk is full, ...
         raise UserError(runs.os_error_line(err)) from None
-    times = ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in summary.items() if isinstance(v, dict))
-    print(f"stage times: {times}; total {summary['total_seconds']:.0f} s")
-    ap = summary["eval"]["ap"]
-    print("WIDER AP: " + ", ".join(f"{k} {v:.3f}" for k, v in ap.items()))
+    for line in recipe.summary_lines(summary):
+        print(line)
     print(f"cascade: {args.workdir}/params.msgpack")
     return 0
