@@ -1,4 +1,4 @@
-"""The detector's defaults, measured: which pyramid, and whether to average mirrored landmarks.
+"""The detector's defaults, measured: which pyramid, and how to read the landmarks (mirrored, second pass).
 
     .venv/bin/python benchmarks/defaults_study.py --no-timing --markdown      # ~25 min on 2 shared cores
     .venv/bin/python benchmarks/defaults_study.py --only-timing --markdown    # speed, on a quiet machine
@@ -19,7 +19,7 @@ confirmed, never tuned, on the evaluation sets (``--sets val,eval``):
   1,439 LFW faces, ``cuhk_testImageList_lfw.txt``, CUHK, 0-based); evaluation ``aflw``
   (``mtfl_aflw_test_landmarks``, 2,995 crops of 150x150). The landmark outputs come from one run
   of the cascade per set and pyramid (:func:`capture`), checked against ``MTCNN.detect`` with and
-  without ``flip_landmarks`` on the first 40 images of each set;
+  without ``flip_landmarks`` and ``refine_landmarks`` on the first 40 images of each set;
 * the pyramid levels against a port of the authors' ``imResample`` (:func:`pyramid_fidelity`).
 
 Timing (off with ``--no-timing``; alone with ``--only-timing``) runs the configurations of
@@ -257,7 +257,9 @@ def capture(det: MTCNN, image: np.ndarray) -> Optional[dict]:
 
     Stages 1-2 are the detector's public ``proposals`` and ``refine``; stage 3 is ``MTCNN._output``
     written out (truncate, O-Net, threshold, calibrate, NMS 0.7 "min", O-Net on the mirrored crops
-    of the faces kept). None when no face is found."""
+    of the faces kept), plus ``boxsq`` / ``usq`` / ``umsq``: ``refine_landmarks``' second pass, the
+    INCLUSIVE box of the square around the final box and O-Net's outputs on it and mirrored. None when
+    no face is found."""
     if min(image.shape[:2]) < pyramid.CELL:
         return None
     cand = det.proposals(image)
@@ -275,9 +277,14 @@ def capture(det: MTCNN, image: np.ndarray) -> Optional[dict]:
     b, p = fixed[ok], prob[ok].astype(np.float64)
     keep = bx.nms(bx.calibrate(b, reg[ok], inclusive=True), p, det.nms_thresholds[3], "min")
     best = keep[int(np.argmax(p[keep]))]
-    um = np.asarray(run(lambda c: nets.onet(np.ascontiguousarray(c[:, :, ::-1])), b[best : best + 1])[2])[0]
+    mirrored = lambda c: nets.onet(np.ascontiguousarray(c[:, :, ::-1]))  # noqa: E731
+    um = np.asarray(run(mirrored, b[best : best + 1])[2])[0]
+    # The second pass of refine_landmarks: O-Net on the square around the final box, truncated.
+    sq = np.fix(bx.square(bx.calibrate(b[best : best + 1], reg[ok][best : best + 1], inclusive=True)))
     return dict(box=bx.convert(b[best : best + 1], AUTHORS, INCLUSIVE)[0], u=lms[ok][best].astype(np.float64),
-                um=um.astype(np.float64), n=len(keep))
+                um=um.astype(np.float64), n=len(keep), boxsq=bx.convert(sq, AUTHORS, INCLUSIVE)[0],
+                usq=np.asarray(run(nets.onet, sq)[2])[0].astype(np.float64),
+                umsq=np.asarray(run(mirrored, sq)[2])[0].astype(np.float64))
 
 
 def points(box: np.ndarray, u: np.ndarray, offset: float) -> np.ndarray:
@@ -304,12 +311,23 @@ def _variant(flip: bool, offset: float, suffix: str = ""):
     return lambda c: points(c["box"], flip_mean(c, suffix) if flip else c["u" + suffix], offset)
 
 
+def _refined(flip: bool):
+    """``refine_landmarks``: the mean of the first pass's points and the second pass's (on ``boxsq``)."""
+    def fn(c):
+        second = points(c["boxsq"], flip_mean(c, "sq") if flip else c["usq"], 0.0)
+        return 0.5 * (_variant(flip, 0.0)(c) + second)
+    return fn
+
+
 #: name -> record -> float64[5, 2] points, 0-based pixel-centre coordinates: with and without the flip,
-#: in each frame; and on float crops (the authors never round their crops to uint8).
+#: in each frame; on float crops (the authors never round their crops to uint8); and with the second
+#: pass of refine_landmarks.
 VARIANTS = {f"{f}-{name}": _variant(f == "flip", o) for f in ("plain", "flip") for name, o in OFFSETS.items()}
 VARIANTS |= {f"{f}-centre-float": _variant(f == "flip", 0.0, "f") for f in ("plain", "flip")}
-#: The library's landmarks: flip_landmarks -> variant.
-LIBRARY = {False: "plain-centre", True: "flip-centre"}
+VARIANTS |= {f"{f}-centre-refine": _refined(f == "flip") for f in ("plain", "flip")}
+#: The library's landmarks: (flip_landmarks, refine_landmarks) -> variant.
+LIBRARY = {(False, False): "plain-centre", (True, False): "flip-centre", (False, True): "plain-centre-refine",
+           (True, True): "flip-centre-refine"}
 
 
 def read_landmark_set(name: str, limit: Optional[int] = None) -> nme.MtflAnnotations:
@@ -323,7 +341,8 @@ def read_landmark_set(name: str, limit: Optional[int] = None) -> nme.MtflAnnotat
 
 def capture_set(mode: str, name: str, ann: nme.MtflAnnotations, check: int = 40) -> dict:
     """:func:`capture` on every image of a landmark set, plus O-Net on the float crops of the best
-    faces; the first ``check`` images compared with ``MTCNN.detect`` (flip_landmarks False and True)."""
+    faces; the first ``check`` images compared with ``MTCNN.detect`` (each setting of flip_landmarks and
+    refine_landmarks: :data:`LIBRARY`)."""
     det = MTCNN(**SETTINGS, pyramid=mode)
     folder = data_dir() / LANDMARK_SETS[name][1]
     recs = [capture(det, load_image(folder / path)) for path in ann.paths]
@@ -333,8 +352,8 @@ def capture_set(mode: str, name: str, ann: nme.MtflAnnotations, check: int = 40)
     for j, i in enumerate(found):
         recs[i]["uf"], recs[i]["umf"] = uf[j].astype(np.float64), umf[j].astype(np.float64)
     diffs = {}
-    for flip, variant in LIBRARY.items():
-        ref = MTCNN(**SETTINGS, pyramid=mode, flip_landmarks=flip)
+    for (flip, refine), variant in LIBRARY.items():
+        ref = MTCNN(**SETTINGS, pyramid=mode, flip_landmarks=flip, refine_landmarks=refine)
         diffs[variant] = 0.0
         for i in range(min(check, len(ann))):
             faces = ref.detect(load_image(folder / ann.paths[i]))
@@ -409,7 +428,7 @@ def bias_by_padding(cap: dict, ann: nme.MtflAnnotations, name: str) -> List[dict
 
 
 def timing(configs: Sequence[str], rounds: int, n_wider: int, portrait_repeats: int = 15) -> dict:
-    """Interleaved wall / CPU ms per image for each configuration (``<pyramid>[+flip]``)."""
+    """Interleaved wall / CPU ms per image for each configuration (``<pyramid>[+flip][+refine]``)."""
     from speed import portrait  # noqa: PLC0415  (benchmarks/speed.py's images)
 
     records = read_wider_gt(data_dir() / WIDER_SETS["eval"][1])
@@ -419,8 +438,9 @@ def timing(configs: Sequence[str], rounds: int, n_wider: int, portrait_repeats: 
               f"WIDER subset, {len(wider)} images": wider}
     fns = {}
     for c in configs:
-        mode, _, flip = c.partition("+")
-        fns[c] = MTCNN(**SETTINGS, pyramid=mode, flip_landmarks=flip == "flip").detect
+        mode, *extra = c.split("+")
+        fns[c] = MTCNN(**SETTINGS, pyramid=mode, flip_landmarks="flip" in extra,
+                       refine_landmarks="refine" in extra).detect
     for fn in fns.values():  # compile and warm up
         for ims in images.values():
             for im in ims[:3]:
@@ -468,7 +488,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sets", default="val,eval", help="val (validation splits), eval (evaluation sets) or both")
     ap.add_argument("--pyramids", default=",".join(pyramid.PYRAMID_MODES))
     ap.add_argument("--landmark-pyramids", default="summed,chained")
-    ap.add_argument("--timing-configs", default="summed+flip,summed,original+flip,chained")
+    ap.add_argument("--timing-configs", default="summed+flip+refine,summed+flip,summed,chained")
     ap.add_argument("--timing-rounds", type=int, default=3)
     ap.add_argument("--timing-wider", type=int, default=120)
     ap.add_argument("--no-timing", action="store_true")
@@ -552,14 +572,15 @@ def markdown(res: dict) -> str:
                   "| set | pyramid | landmarks | " + " | ".join(nme.POINT_NAMES) + " |", "|---|---|---|" + "---|" * 5]
         for key, r in res["landmarks"].items():
             name, mode = key.split("/")
-            for v in ("plain-centre", "flip-centre", "flip-edge"):
+            for v in ("plain-centre", "flip-centre", "flip-edge", "flip-centre-refine"):
                 b = np.asarray(r[v]["bias_px"])
                 lines.append(f"| {name} | {mode} | {v} | " + " | ".join(f"{b[k, 0]:+.2f}, {b[k, 1]:+.2f}" for k in range(5))
                              + " |")
         lines.append("")
     if res["padding"]:
         lines += ["Mean signed error (x, y px) by the zero padding of O-Net's box:", "",
-                  "| set | pyramid | O-Net box | n | plain-centre x, y | flip-centre x, y |", "|---|---|---|---|---|---|"]
+                  "| set | pyramid | O-Net box | n | " + " | ".join(f"{v} x, y" for v in LIBRARY.values()) + " |",
+                  "|---|---|---|---|" + "---|" * len(LIBRARY)]
         for key, rows in res["padding"].items():
             name, mode = key.split("/")
             for row in (r for r in rows if r["n"]):

@@ -238,6 +238,7 @@ def load_model(
     thresholds: Sequence[float] = (0.6, 0.7, 0.7),
     nms_thresholds: Sequence[float] = (0.5, 0.7, 0.7, 0.7),
     flip_landmarks: bool = True,
+    refine_landmarks: bool = True,
     resize: str = "antialiased",
     pyramid: str = "summed",
     compilation_cache: bool = True,
@@ -255,5 +256,6 @@ def load_model(
     manifest = read_manifest(folder)
     networks = load_networks(folder, manifest, compilation_cache=compilation_cache, providers=providers)
     return MTCNN(min_face_size=min_face_size, factor=factor, thresholds=thresholds, nms_thresholds=nms_thresholds,
-                 flip_landmarks=flip_landmarks, resize=resize, pyramid=pyramid, compilation_cache=False,
+                 flip_landmarks=flip_landmarks, refine_landmarks=refine_landmarks, resize=resize, pyramid=pyramid,
+                 compilation_cache=False,
                  networks=networks)

@@ -170,26 +170,31 @@ def pnet_stream(params, sizes: Sequence[Tuple[int, int]], make_level, tile: int 
     return [(m[..., 0], m[..., 1:]) for m in maps]
 
 
-def run_crops(fn, images, boxes_list, size: int, method: str, batch: int, fixed: bool = True):
+def run_crops(fn, images, boxes_list, size: int, method: str, batch: int, fixed: bool = True, mirrored=None):
     """Crop network ``fn`` on the ``size × size`` crops of ``boxes_list[k]`` (0-based inclusive) in ``images[k]``.
 
     ``fn(uint8[B, size, size, 3])`` → a tuple of per-crop outputs. Crops are cut
     straight into batches of ``batch``, and each batch is dispatched as soon as
     it is full, so the device computes while the host cuts the next one; the last
     batch is zero-padded to ``batch`` when ``fixed`` (one program shape), else cut
-    short. Returns the outputs for all boxes in order (cut back to their number),
+    short. ``mirrored``: optional bool arrays, one per image as ``boxes_list``;
+    the crops of the boxes flagged are mirrored left to right before ``fn`` sees
+    them. Returns the outputs for all boxes in order (cut back to their number),
     or ``None`` when there are none.
     """
     pending: list = []
     buf, fill = None, 0
     total = 0
-    for image, boxes in zip(images, boxes_list):
+    for k, (image, boxes) in enumerate(zip(images, boxes_list)):
         at = 0
         while at < len(boxes):
             if buf is None:
                 buf, fill = np.zeros((batch, size, size, 3), np.uint8), 0
             take = min(batch - fill, len(boxes) - at)
             buf[fill : fill + take] = bx.crop_and_resize(image, boxes[at : at + take], size, method)
+            if mirrored is not None:
+                flip = fill + np.flatnonzero(np.asarray(mirrored[k][at : at + take], bool))
+                buf[flip] = buf[flip][:, :, ::-1]
             fill, at, total = fill + take, at + take, total + take
             if fill == batch:
                 pending.append(fn(buf))

@@ -104,23 +104,57 @@ def test_flip_averaged_landmarks_stay_close(det, photo):
     assert 0 < diff < 5  # averaging moves the points, by a few pixels at most
 
 
-def test_flip_averages_with_the_mirrored_crop(det, photo):
-    """The landmarks are the mean of O-Net's on the face's crop and on the mirrored crop (x -> 1 - x,
-    left and right swapped), taken on the box O-Net saw, as MTCNNv1's detect_face.m."""
+def _onet_by_hand(det, photo):
+    """The one face of ``photo``: its box before O-Net's regression (AUTHORS), that regression, and a
+    function giving O-Net's flip-averaged landmark fractions on a box."""
     from mtcnn_jax import boxes as bx, tiles
-    from mtcnn_jax.detector import _landmarks
 
     cand = det.refine(photo, det.proposals(photo))
-    faces = det.output(photo, cand)
     box = np.fix(cand[:, :4])
     onet = det.networks.onet
     run = lambda fn, b: tiles.run_crops(fn, [photo], [bx.convert(b, bx.BoxMode.AUTHORS, bx.BoxMode.INCLUSIVE)],
                                         48, det.resize, det.networks.onet_batch)  # noqa: E731
-    best = box[np.argmax(np.asarray(run(onet, box)[0]))][None]  # the one face's box before its regression
-    u = np.asarray(run(onet, best)[2], np.float64)
-    um = np.asarray(run(lambda c: onet(np.ascontiguousarray(c[:, :, ::-1])), best)[2], np.float64)
-    want = _landmarks(best, 0.5 * (u + tiles.mirror_landmarks(um)))
+    prob, reg, _ = (np.asarray(a) for a in run(onet, box))
+    best = int(np.argmax(prob))
+
+    def flip_mean(b):
+        u = np.asarray(run(onet, b)[2], np.float64)
+        um = np.asarray(run(lambda c: onet(np.ascontiguousarray(c[:, :, ::-1])), b)[2], np.float64)
+        return 0.5 * (u + tiles.mirror_landmarks(um))
+
+    return cand, box[best][None], reg[best][None], flip_mean
+
+
+def test_flip_averages_with_the_mirrored_crop(photo):
+    """The landmarks are the mean of O-Net's on the face's crop and on the mirrored crop (x -> 1 - x,
+    left and right swapped), taken on the box O-Net saw, as MTCNNv1's detect_face.m."""
+    from mtcnn_jax.detector import _landmarks
+
+    det = MTCNN(refine_landmarks=False)
+    cand, best, _, flip_mean = _onet_by_hand(det, photo)
+    np.testing.assert_allclose(det.output(photo, cand).landmarks, _landmarks(best, flip_mean(best)), atol=1e-3)
+
+
+def test_refine_averages_with_onet_on_the_square_of_the_final_box(det, photo):
+    """With refine_landmarks (the default), O-Net runs again on the square around the face's final
+    box, truncated: the landmarks are the mean of both passes' (each flip-averaged), in pixels."""
+    from mtcnn_jax import boxes as bx
+    from mtcnn_jax.detector import _landmarks
+
+    assert det.refine_landmarks and det.flip_landmarks
+    cand, best, reg, flip_mean = _onet_by_hand(det, photo)
+    final = bx.calibrate(best, reg, inclusive=True)  # AUTHORS: x1 + dx1 w, ... (w = x2 - x1 + 1)
+    x1, y1, x2, y2 = final[0]
+    side = max(x2 - x1, y2 - y1)  # the square of the same centre, as the authors' rerec.m (no +1)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    sq = np.fix([[cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]])
+    np.testing.assert_allclose(np.fix(bx.square(final)), sq)
+    faces = det.output(photo, cand)
+    np.testing.assert_allclose(faces.boxes, bx.convert(final, bx.BoxMode.AUTHORS, bx.BoxMode.HALF_OPEN), atol=1e-3)
+    want = 0.5 * (_landmarks(best, flip_mean(best)) + _landmarks(sq, flip_mean(sq)))
     np.testing.assert_allclose(faces.landmarks, want, atol=1e-3)
+    plain = MTCNN(refine_landmarks=False).output(photo, cand).landmarks
+    assert 0.2 < np.abs(plain - faces.landmarks).max() < 5  # the second pass moves the points a little
 
 
 def test_functional_detect_matches_class(photo, det):
