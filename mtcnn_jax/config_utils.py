@@ -115,6 +115,9 @@ def base_config() -> ml_collections.ConfigDict:
             workers=0,  # processes cutting samples; 0 = every core (the samples do not depend on it)
         )
     )
+    # Batch-time augmentation (mtcnn_jax.data.samples.augment): mirror half the windows (targets
+    # with them), and a colour jitter of this strength (0 = off). Not in the paper.
+    c.augment = ml_collections.ConfigDict(dict(flip=False, colour=0.0))
     return c
 
 
@@ -403,6 +406,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     number("optimizer.warmup_steps", 0, integer=True)
     number("optimizer.decay_factor", 0.0, 1.0, lo_open=True)
     number("optimizer.clip_grad_norm", 0.0)
+    if not isinstance(config.augment.flip, bool):
+        _fail("augment.flip", config.augment.flip, "expected True or False")
+    number("augment.colour", 0.0, 0.9)
     if not isinstance(o.decay_at, tuple) or not all(
         isinstance(f, (int, float)) and 0 < f < 1 for f in o.decay_at
     ):

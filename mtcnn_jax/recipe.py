@@ -12,7 +12,8 @@ subfolder of the work directory::
     onet_samples/  48×48 windows mined with P-Net + R-Net + landmark faces, store
     onet/          O-Net trained on them
     eval/          the trained cascade on a WIDER-format set: metrics.json (AP all / ≥20 / ≥40),
-                   and the stage diagnostics (:func:`stage_diagnostics`): each trained stage's
+                   its AP on the training images no stage trained on (``validation``: the set to
+                   choose settings by), and the stage diagnostics (:func:`stage_diagnostics`): each trained stage's
                    AP inside the authors' cascade, its held-out recall and accuracy
 
 A step that finished writes ``done.json`` (its summary and its time) into its
@@ -287,8 +288,10 @@ def save_cascade(workdir: Path) -> Path:
     return path
 
 
-def evaluate_cascade(weights, eval_config, progress: bool = False) -> dict:
-    """AP per face-size setting of the cascade ``weights`` on ``eval_config.root / eval_config.wider``.
+def evaluate_cascade(weights, eval_config, progress: bool = False, wider_dir=None, indices=None) -> dict:
+    """AP per face-size setting of the cascade ``weights`` on ``eval_config.root / eval_config.wider``
+    (its first ``eval_config.images``; or on the ``indices`` of the records of ``wider_dir``), with
+    ``eval_config``'s detector settings.
 
     Runs :func:`mtcnn_jax.evaluation.runner.evaluate_wider_folder` (the runner ``mtcnn-jax
     evaluate`` uses): unreadable images are reported, skipped and counted (a skipped
@@ -298,10 +301,12 @@ def evaluate_cascade(weights, eval_config, progress: bool = False) -> dict:
     from mtcnn_jax.evaluation.runner import evaluate_wider_folder  # noqa: PLC0415
 
     e = eval_config
-    wider_dir = Path(e.root) / e.wider
+    wider_dir = Path(e.root) / e.wider if wider_dir is None else Path(wider_dir)
     summary = mining.MiningSummary()
     records, _ = mining.read_gt(mining.find_gt(wider_dir), summary)
-    if e.images:
+    if indices is not None:
+        records = [records[i] for i in indices if i < len(records)]
+    elif e.images:
         records = records[: e.images]
     det = MTCNN(min_face_size=e.min_face_size, factor=e.factor, thresholds=tuple(e.thresholds), weights=weights,
                 pyramid=mining.recipe_pyramid(e))
@@ -330,8 +335,30 @@ def stage_diagnostics(cs: CascadeSettings, workdir: Path, summary: dict, progres
     return out
 
 
+def held_out_images(cs: CascadeSettings) -> tuple:
+    """``(wider_dir, indices)``: the training WIDER images no stage trained on (each stage holds out
+    every ``data.val_every``-th of its first ``data.wider_images``; these are held out by all three),
+    for choosing a recipe's settings by AP without looking at the evaluation set."""
+    stages = [cs.stage(s).data for s in ("pnet", "rnet", "onet")]
+    folders = {(d.root, d.wider) for d in stages}
+    if len(folders) != 1:
+        return None, []
+    n = min(d.wider_images for d in stages)
+    held = np.ones(n, bool)
+    for d in stages:
+        train_idx, _ = sp.split(d.wider_images, d.val_every)
+        held[train_idx[train_idx < n]] = False
+    root, wider = folders.pop()
+    return Path(root) / wider, np.flatnonzero(held)
+
+
 def _eval(cs: CascadeSettings, workdir: Path, summary: dict, progress: bool) -> dict:
-    out = evaluate_cascade(Path(workdir) / "params.msgpack", cs.eval, progress)
+    weights = Path(workdir) / "params.msgpack"
+    out = evaluate_cascade(weights, cs.eval, progress)
+    wider_dir, idx = held_out_images(cs)
+    if len(idx):  # the validation AP: training images no stage saw
+        v = evaluate_cascade(weights, cs.eval, progress, wider_dir=wider_dir, indices=idx)
+        out["validation"] = {"ap": v["ap"], "images": v["images"], "wider": str(wider_dir)}
     out["stages"] = stage_diagnostics(cs, workdir, summary, progress)
     files.write_json(Path(workdir) / "eval" / "metrics.json", out, sort_keys=True)
     return out
@@ -343,6 +370,10 @@ def summary_lines(summary: dict) -> list:
     ev = summary["eval"]
     lines = [f"stage times: {times}; total {summary['total_seconds']:.0f} s",
              "WIDER AP: " + ", ".join(f"{k} {v:.3f}" for k, v in ev["ap"].items())]
+    if ev.get("validation"):
+        val = ev["validation"]
+        lines.append(f"validation AP ({val['images']} held-out training images): "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in val["ap"].items()))
     names = {"pnet": "trained P + authors' R/O", "rnet": "authors' P + trained R + authors' O",
              "onet": "authors' P/R + trained O"}
     for stage, d in (ev.get("stages") or {}).items():

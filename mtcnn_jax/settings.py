@@ -91,6 +91,18 @@ class DataSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class AugmentSettings:
+    """``config.augment``: batch-time augmentation (:func:`mtcnn_jax.data.samples.augment`)."""
+
+    flip: bool = False
+    colour: float = 0.0
+
+    @classmethod
+    def from_config(cls, group) -> "AugmentSettings":
+        return cls(**_values(cls, group, "augment"))
+
+
+@dataclasses.dataclass(frozen=True)
 class OptimizerSettings:
     """``config.optimizer``: :func:`mtcnn_jax.train.make_optimizer` and its schedule."""
 
@@ -132,6 +144,7 @@ class TrainSettings:
     keep_checkpoints: int
     eval_batch_size: int
     data: DataSettings
+    augment: AugmentSettings = AugmentSettings()
 
     @classmethod
     def from_config(cls, config) -> "TrainSettings":
@@ -144,6 +157,7 @@ class TrainSettings:
             cls, config, "config",
             alpha={t: config.alpha[t] for t in TASKS}, batch={t: config.batch[t] for t in SAMPLE_TYPES},
             optimizer=OptimizerSettings.from_config(config.optimizer), data=DataSettings.from_config(config.data),
+            augment=AugmentSettings.from_config(config.augment),
         ))
 
     @classmethod

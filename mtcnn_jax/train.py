@@ -375,6 +375,7 @@ def _train_and_evaluate(config, workdir, init: str, progress: bool, max_steps: O
     from tqdm import tqdm  # noqa: PLC0415
 
     from mtcnn_jax import config_utils, files  # noqa: PLC0415
+    from mtcnn_jax.data.samples import augment  # noqa: PLC0415
     from mtcnn_jax.data.store import FIELDS  # noqa: PLC0415
     from mtcnn_jax.metrics_log import MetricsLog  # noqa: PLC0415
 
@@ -433,6 +434,9 @@ def _train_and_evaluate(config, workdir, init: str, progress: bool, max_steps: O
         check_interrupt()
         idx = sample_batch(index_by_type, composition, config.seed, step, jax.process_index(), jax.process_count())
         batch = {f: train_set[f][idx] for f in FIELDS}
+        if config.augment.flip or config.augment.colour:
+            rng = np.random.default_rng([config.seed, step, jax.process_index(), 1])  # resumes alike
+            batch = augment(batch, config.augment.flip, config.augment.colour, rng)
         state, metrics = train_step(state, shard_batch(batch, mesh))
         done = step + 1
         if done % config.log_every == 0 or done == config.total_steps:

@@ -110,7 +110,8 @@ def _fields(cls, prefix=""):
 
     from mtcnn_jax import losses  # noqa: PLC0415
 
-    nested = {"optimizer": settings.OptimizerSettings, "data": settings.DataSettings}
+    nested = {"optimizer": settings.OptimizerSettings, "data": settings.DataSettings,
+              "augment": settings.AugmentSettings}
     named = {"alpha": losses.TASKS, "batch": losses.SAMPLE_TYPES}
     keys = set()
     for f in dataclasses.fields(cls):

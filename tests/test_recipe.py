@@ -147,6 +147,19 @@ def test_stage_diagnostics_swap_one_stage_into_the_authors_cascade(tmp_path, dat
     assert (d["rnet"]["recall"], d["rnet"]["accuracy"], d["pnet"]["recall"]) == (0.5, 0.9, None)
 
 
+def test_held_out_images_are_those_no_stage_trained_on():
+    cs = recipe.cascade_settings(cmd.load("configs/cascade.py:mini", [("data_root", "/data")]))
+    folder, idx = recipe.held_out_images(cs)
+    assert str(folder) == "/data/widerface_train_mini"
+    assert list(idx) == list(range(9, 640, 10))  # every 10th of the 640 images, as each stage's split
+    # R-Net holds out images 3, 7 and 11 of its first 12, P-Net and O-Net image 9 of those: none by all.
+    cs = recipe.cascade_settings(cmd.load("configs/cascade.py:mini", [("rnet.data.val_every", "4"),
+                                                                     ("rnet.data.wider_images", "12")]))
+    assert list(recipe.held_out_images(cs)[1]) == []
+    cs = recipe.cascade_settings(cmd.load("configs/cascade.py:mini", [("onet.data.val_every", "5")]))
+    assert list(recipe.held_out_images(cs)[1]) == list(range(9, 640, 10))  # 9 mod 10 is 4 mod 5
+
+
 def _data_root(tmp_path):
     """A WIDER folder (one corrupt image, one malformed face line) and a CUHK landmark list (one missing image)."""
     import cv2

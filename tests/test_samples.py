@@ -122,3 +122,54 @@ def test_cutting_takes_the_data_settings(tmp_path):
         samples.build(dataclasses.replace(data, root=str(tmp_path)), 12, 0)
     assert samples.counts({"type": np.array([3, 0, 0, 2], np.int32)}) == {
         "negative": 2, "positive": 0, "part": 1, "landmark": 1}
+
+
+def test_mirror_box_targets_by_hand():
+    # Window [10, 34) x [20, 44) (side 24) and face [12, 30) x [18, 40) in an image 50 wide: targets
+    # (2, -2, -4, -4) / 24. Mirrored (x -> 50 - x): window [16, 40), face [20, 38): (4, -2, -2, -4) / 24.
+    window, face = np.array([10.0, 20, 34, 44]), np.array([12.0, 18, 30, 40])
+    t = samples.box_targets(window, face)
+    np.testing.assert_allclose(t, np.array([2, -2, -4, -4]) / 24, atol=1e-7)
+    mirrored = samples.box_targets(np.array([16.0, 20, 40, 44]), np.array([20.0, 18, 38, 40]))
+    np.testing.assert_allclose(mirrored, np.array([4, -2, -2, -4]) / 24, atol=1e-7)
+    np.testing.assert_allclose(samples.mirror_box_targets(t), mirrored, atol=1e-7)
+
+
+class _FixedRng:
+    """Stands in for a Generator: ``random`` gives set values, ``uniform`` its lower bounds."""
+
+    def __init__(self, values):
+        self.values = np.asarray(values)
+
+    def random(self, n):
+        return self.values[:n]
+
+    def uniform(self, lo, hi, size):
+        return np.full(size, lo, np.float64)
+
+
+def test_augment_flips_the_chosen_windows_with_their_targets():
+    rng = np.random.default_rng(0)
+    batch = dict(image=rng.integers(0, 256, (2, 12, 12, 3), dtype=np.uint8), type=np.array([1, 3], np.int32),
+                 box=np.array([[0.1, 0.2, -0.05, 0.15], [0.0, 0.0, 0.0, 0.0]], np.float32),
+                 landmarks=np.array([[0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                                     [0.3, 0.75, 0.5, 0.35, 0.6, 0.4, 0.42, 0.6, 0.8, 0.81]], np.float32))
+    out = samples.augment(batch, flip=True, colour=0.0, rng=_FixedRng([0.7, 0.2]))  # flips the second only
+    np.testing.assert_array_equal(out["image"][0], batch["image"][0])
+    np.testing.assert_array_equal(out["image"][1], batch["image"][1][:, ::-1])
+    np.testing.assert_array_equal(out["box"], batch["box"])
+    # x -> 1 - x with the eyes and the mouth corners swapped; y follows the swap.
+    np.testing.assert_allclose(out["landmarks"][1], [0.25, 0.7, 0.5, 0.4, 0.65, 0.42, 0.4, 0.6, 0.81, 0.8], atol=1e-6)
+    out = samples.augment(batch, flip=True, colour=0.0, rng=_FixedRng([0.1, 0.9]))  # the first only
+    np.testing.assert_allclose(out["box"][0], [0.05, 0.2, -0.1, 0.15], atol=1e-7)
+    assert out["image"] is not batch["image"] and batch["box"][0, 0] == np.float32(0.1)  # input untouched
+
+
+def test_augment_colour_by_hand():
+    image = np.array([[[[100, 200, 0]]]], np.uint8)
+    batch = dict(image=image, type=np.array([0], np.int32), box=np.zeros((1, 4), np.float32),
+                 landmarks=np.zeros((1, 10), np.float32))
+    # colour 0.5 at the lower bounds: contrast 0.5, channel factor 0.75, brightness -32:
+    # 100 * 0.375 - 32 = 5.5 -> 6 (rint: to even), 200 * 0.375 - 32 = 43, 0 -> -32 -> 0 (clipped).
+    out = samples.augment(batch, flip=False, colour=0.5, rng=_FixedRng([]))
+    np.testing.assert_array_equal(out["image"], [[[[6, 43, 0]]]])

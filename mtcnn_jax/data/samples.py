@@ -148,6 +148,43 @@ def mirror_landmarks(t: np.ndarray) -> np.ndarray:
     return models.mirror_landmarks(np.asarray(t, np.float32))
 
 
+def mirror_box_targets(t: np.ndarray) -> np.ndarray:
+    """Box targets float[..., 4] of horizontally mirrored windows: ``(dx1, dy1, dx2, dy2) → (-dx2, dy1, -dx1, dy2)``.
+
+    A half-open window ``[x1, x2)`` mirrors ``x`` to ``x1 + x2 - x``, so the
+    face's new left edge is ``x1 + x2 - fx2``: ``(x1 + x2 - fx2 - x1) / s = -dx2``.
+    """
+    t = np.asarray(t, np.float32)
+    return np.stack([-t[..., 2], t[..., 1], -t[..., 0], t[..., 3]], axis=-1)
+
+
+def augment(batch: dict, flip: bool, colour: float, rng: np.random.Generator) -> dict:
+    """Batch-time augmentation of a training batch (:mod:`mtcnn_jax.train`'s dict of host arrays).
+
+    ``flip``: each window mirrored with probability 1/2, its box targets
+    (:func:`mirror_box_targets`) and landmark targets (:func:`mirror_landmarks`:
+    ``x → 1 - x``, left and right points swapped) with it. ``colour`` (≥ 0): each
+    window's pixels ``p → a p + b`` with contrast ``a`` uniform in ``[1 - colour,
+    1 + colour]`` and brightness ``b`` uniform in ``±64 colour``, per channel scale
+    ``a`` times a factor in ``[1 - colour / 2, 1 + colour / 2]``, rounded and
+    clipped to uint8. Returns a new dict; ``batch`` is left as it is.
+    """
+    out = dict(batch)
+    n = len(batch["type"])
+    if flip:
+        m = rng.random(n) < 0.5
+        image = batch["image"].copy()
+        image[m] = image[m][:, :, ::-1]
+        box, lm = batch["box"].copy(), batch["landmarks"].copy()
+        box[m], lm[m] = mirror_box_targets(box[m]), models.mirror_landmarks(lm[m])
+        out.update(image=image, box=box, landmarks=lm)
+    if colour:
+        a = rng.uniform(1 - colour, 1 + colour, (n, 1, 1, 1)) * rng.uniform(1 - colour / 2, 1 + colour / 2, (n, 1, 1, 3))
+        b = rng.uniform(-64 * colour, 64 * colour, (n, 1, 1, 1))
+        out["image"] = np.clip(np.rint(out["image"].astype(np.float32) * a + b), 0, 255).astype(np.uint8)
+    return out
+
+
 def cut(image: np.ndarray, window: np.ndarray, size: int, method: str = "antialiased") -> np.ndarray:
     """The pixels of an integer half-open ``window`` inside ``image`` resized to uint8[size, size, 3].
 
