@@ -99,28 +99,36 @@ def get_config(arg=None):
             pyramid="original",  # as mining; MTCNN()'s default "summed" makes the same levels to rounding
         )
     )
+    # R-Net / O-Net operating points the calibrate step chooses from on held-out training images
+    # (mtcnn_jax.recipe._calibrate); () keeps the networks as trained.
+    c.calibration = ()
     variant = arg or "mini"
     if variant == "mini":
         c.pnet = _stage("pnet", 12_000, (192, 64, 64, 128), 0.01, threshold=0.6)
-        c.rnet = _stage("rnet", 1_500, (192, 64, 64, 128), 1e-3, optimizer="adam")
-        c.onet = _stage("onet", 2_000, (48, 16, 16, 32), 1e-3, optimizer="adam", alpha_landmarks=1.0)
+        c.rnet = _stage("rnet", 3_000, (192, 64, 64, 128), 1e-3, optimizer="adam")
+        c.onet = _stage("onet", 4_500, (48, 24, 16, 32), 1e-3, optimizer="adam", alpha_landmarks=1.0)
         for s in (c.rnet, c.onet):
             s.data.crops_per_landmark_face = 3
+            s.augment.flip = True
         c.mining.random_crops_per_face = 4
+        c.calibration = (0.7, 0.3, 0.1, 0.05, 0.02)
     elif variant == "tiny":
         c.pnet = _stage("pnet", 400, (48, 16, 16, 32), 0.01, threshold=0.6)
         c.pnet.data.wider_images, c.pnet.data.landmark_faces = 40, 200
         c.pnet.data.negatives_per_image, c.pnet.data.crops_per_face, c.pnet.data.crops_per_landmark_face = 20, 8, 2
+        c.pnet.data.val_every = 4  # as R-Net and O-Net: images 3, 7 and 11 are held out by all three
         c.rnet = _stage("rnet", 60, (24, 8, 8, 16), 1e-3, optimizer="adam")
         c.onet = _stage("onet", 40, (12, 4, 4, 8), 1e-3, optimizer="adam", alpha_landmarks=1.0)
         for s in (c.rnet, c.onet):
             s.data.wider_images, s.data.landmark_faces, s.data.crops_per_landmark_face = 12, 40, 2
             s.data.val_every = 4
+            s.augment.flip = True  # as mini
         c.mining.negatives_per_image = 20
         c.mining.random_crops_per_face = 4
         c.mining.min_face_size = 40  # fewer pyramid levels: faster
         c.eval.images = 6
         c.eval.min_face_size = 40
+        c.calibration = (0.7, 0.1)
     elif variant == "paper":
         c.pnet = _stage("pnet", 300_000, (192, 64, 64, 128), 0.01, threshold=0.6)
         c.rnet = _stage("rnet", 200_000, (192, 64, 64, 128), 0.01)

@@ -225,6 +225,8 @@ class CascadeSettings:
     onet: TrainSettings
     mining: MiningSettings
     eval: EvalSettings
+    #: R-Net / O-Net operating points the ``calibrate`` step chooses from (empty: no calibration).
+    calibration: Tuple[float, ...] = ()
 
     def stage(self, name: str) -> TrainSettings:
         return {"pnet": self.pnet, "rnet": self.rnet, "onet": self.onet}[name]

@@ -75,8 +75,14 @@ def test_tiny_cascade_trains_loads_and_resumes(tmp_path, data_dir, capsys):
         assert set(d["ap_in_authors_cascade"]) == {"all", ">=20", ">=40"}
         assert d["recall"] == summary[stage]["val"]["recall"] and 0.0 <= d["recall"] <= 1.0
         assert d["threshold"] == (0.6 if stage == "pnet" else 0.7)
+    # Calibration: R-Net / O-Net's operating point chosen on the 3 held-out training images.
+    cal = summary["calibrate"]
+    assert cal["operating_point"] in (0.7, 0.1) and cal["images"] == 3 and set(cal["validation_ap"]) == {"0.7", "0.1"}
+    best = cal["validation_ap"][str(cal["operating_point"])]
+    assert all((best[">=20"] + best[">=40"]) >= (ap[">=20"] + ap[">=40"]) for ap in cal["validation_ap"].values())
     lines = recipe.summary_lines(summary)
     assert lines[1].startswith("WIDER AP: all ") and lines[-1].startswith("onet: AP all ")
+    assert lines[2].startswith(f"calibrated R-Net / O-Net: the default thresholds act as {cal['operating_point']:g}")
     assert "authors' P/R + trained O; held-out mined windows: recall" in lines[-1]
     # The cascade loads like the authors' weights, and detects. A small image and min face 40: an
     # undertrained P-Net proposes tens of thousands of windows on a large photo (minutes of NMS).
@@ -117,7 +123,7 @@ def test_tiny_cascade_trains_loads_and_resumes(tmp_path, data_dir, capsys):
     logs.clear()
     recipe.train_cascade(config, work, progress=False, log=logs.append)
     assert logs[:5] == [f"{s}: done before ({summary[s]['seconds']:.0f} s), skipped" for s in recipe.STEPS[:5]]
-    assert logs[5] == "onet: running" and logs[-1].startswith("eval: finished")
+    assert logs[5::2] == ["onet: running", "calibrate: running", "eval: running"]  # later steps run again
     assert (work / "onet" / "params.msgpack").read_bytes() == before
     assert (work / "onet" / "metrics.jsonl").read_text().splitlines() == lines  # no new training steps logged
 
@@ -135,9 +141,7 @@ def test_stage_diagnostics_swap_one_stage_into_the_authors_cascade(tmp_path, dat
     authors = load_pretrained()
     blind = jax.tree_util.tree_map(np.asarray, authors["pnet"])
     blind["face"] = dict(blind["face"], bias=np.array([50.0, -50.0], np.float32))  # "no face" everywhere
-    for stage in ("pnet", "rnet", "onet"):
-        (tmp_path / stage).mkdir()
-        save_params(tmp_path / stage / "params.msgpack", {stage: blind if stage == "pnet" else authors[stage]})
+    save_params(tmp_path / "params.msgpack", dict(authors, pnet=blind))
     summary = {"rnet": {"val": {"recall": 0.5, "accuracy": 0.9}}}
     d = recipe.stage_diagnostics(cs, tmp_path, summary)
     full = recipe.evaluate_cascade(None, cs.eval)["ap"]
@@ -145,6 +149,30 @@ def test_stage_diagnostics_swap_one_stage_into_the_authors_cascade(tmp_path, dat
     assert d["rnet"]["ap_in_authors_cascade"] == full and d["onet"]["ap_in_authors_cascade"] == full
     assert d["pnet"]["ap_in_authors_cascade"] == {k: 0.0 for k in full}
     assert (d["rnet"]["recall"], d["rnet"]["accuracy"], d["pnet"]["recall"]) == (0.5, 0.9, None)
+
+
+def test_calibrated_face_bias_by_hand():
+    """R-Net / O-Net's face bias (index 1) gains logit(threshold) - logit(point): a window the raw
+    network scores exactly ``point`` then scores the detector's threshold."""
+    def net(b0, b1):
+        return {"face": {"kernel": np.zeros((2, 2), np.float32), "bias": np.array([b0, b1], np.float32)},
+                "box": {"bias": np.zeros(4, np.float32)}}
+
+    params = {"pnet": net(0.0, 0.0), "rnet": net(0.0, 0.0), "onet": net(1.0, 0.5)}
+    out = recipe.calibrated(params, (0.6, 0.7, 0.8), 0.2)
+    # logit(0.7) - logit(0.2) = ln(7/3) + ln 4 = 0.8473 + 1.3863 = 2.2336; logit(0.8) - logit(0.2) = 2 ln 4 = 2.7726
+    np.testing.assert_allclose(out["rnet"]["face"]["bias"], [0.0, 2.2336], atol=1e-4)
+    np.testing.assert_allclose(out["onet"]["face"]["bias"], [1.0, 0.5 + 2.7726], atol=1e-4)
+    assert out["pnet"] is params["pnet"] and params["rnet"]["face"]["bias"][1] == 0.0  # the input is untouched
+    # A window the raw R-Net scores 0.2 (face - non-face logit = logit(0.2)) now scores 0.7.
+    d = np.log(0.2 / 0.8) + out["rnet"]["face"]["bias"][1] - out["rnet"]["face"]["bias"][0]
+    assert 1 / (1 + np.exp(-d)) == pytest.approx(0.7, abs=1e-5)
+
+
+def test_calibration_setting_is_checked():
+    with pytest.raises(UserError, match="config.calibration"):
+        cmd.load("configs/cascade.py:mini", [("calibration", "(0.7, 1.5)")])
+    assert recipe.cascade_settings(cmd.load("configs/cascade.py:mini", [])).calibration == (0.7, 0.3, 0.1, 0.05, 0.02)
 
 
 def test_held_out_images_are_those_no_stage_trained_on():
