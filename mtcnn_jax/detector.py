@@ -395,7 +395,8 @@ class MTCNN:
         return [Faces(bx.convert(f, AUTHORS, HALF_OPEN).astype(np.float32), p.astype(np.float32),
                       pts.astype(np.float32)) for (f, p, _, _), pts in zip(kept, points)]
 
-    def _onet_passes(self, images, passes) -> List[List[np.ndarray]]:
+    def _onet_passes(self, images: Sequence[np.ndarray], passes: Sequence[Tuple[Sequence[np.ndarray], bool]]
+                     ) -> List[List[np.ndarray]]:
         """O-Net's landmark outputs for extra passes over the faces kept, in one run of crops.
 
         ``passes``: ``(boxes, mirrored)`` pairs, ``boxes`` one AUTHORS float[N, 4] per image (the
