@@ -24,8 +24,7 @@ interrupted one (training from its latest Orbax checkpoint; a sample store that
 was completely written is reused, TFDS writes it atomically). A sample store
 found damaged when it is read (:class:`mtcnn_jax.data.store.StoreDamaged`) is
 deleted and cut or mined again, saying so in one line; the samples are
-deterministic, so the result is the same. Once a step has run, every later
-step runs again (each depends on the ones before). Each trained step
+deterministic, so the result is the same. Each trained step
 also writes ``<stage>/params.msgpack``; the ``calibrate`` step writes the whole
 cascade to ``<workdir>/params.msgpack``, which ``MTCNN(weights=workdir)`` and ``mtcnn-jax
 detect --weights workdir`` load. ``summary.json`` gathers every step's summary
@@ -493,12 +492,13 @@ def train_cascade(config, workdir, progress: bool = True, log: Optional[Callable
         "calibrate": lambda: _calibrate(cs, workdir, progress),
         "eval": lambda: _eval(cs, workdir, summary, progress),
     }
-    ran = False  # once a step has run, every later one runs again: it depends on what came before
     with interruptible():  # a Ctrl-C lost inside a gc callback still stops the recipe
         for step in STEPS:
             check_interrupt()
-            done = read_done(workdir, step) if is_done(workdir, step) and not ran else None
-            if is_done(workdir, step) and done is None and not ran:
+            done = read_done(workdir, step) if is_done(workdir, step) else None
+            if step == "calibrate" and not (workdir / "params.msgpack").is_file():
+                done = None  # the cascade it wrote is gone: write it again
+            elif is_done(workdir, step) and done is None:
                 print(f"mtcnn-jax: {workdir / step / 'done.json'} is damaged: running {step} again "
                       "(what it finished is reused)", file=sys.stderr, flush=True)
             if done is not None:
@@ -508,7 +508,6 @@ def train_cascade(config, workdir, progress: bool = True, log: Optional[Callable
                 log(f"{step}: running")
                 run_step(step)
                 log(f"{step}: finished in {summary[step]['seconds']:.0f} s")
-                ran = True
             if step == stop_after:
                 break
     summary["total_seconds"] = sum(v["seconds"] for v in summary.values() if isinstance(v, dict))

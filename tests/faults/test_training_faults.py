@@ -742,6 +742,6 @@ def test_damaged_done_marker_runs_its_step_again(cascade_reference, data_dir, tm
     assert line == (f"mtcnn-jax: {workdir / 'pnet_samples' / 'done.json'} is damaged: running pnet_samples again "
                     "(what it finished is reused)")
     assert logs[0] == "pnet_samples: running" and logs[1].startswith("pnet_samples: finished"), logs
-    assert len(logs) == 2 + 6 and all(entry.endswith("skipped") for entry in logs[2:]), logs
+    assert len(logs) == 2 + 7 and all(entry.endswith("skipped") for entry in logs[2:]), logs
     assert json.loads((workdir / "pnet_samples" / "done.json").read_text())["counts"] == \
         json.loads((cascade_reference / "pnet_samples" / "done.json").read_text())["counts"]
