@@ -113,11 +113,17 @@ def base_config() -> ml_collections.ConfigDict:
             min_face=20,
             mirror=True,
             workers=0,  # processes cutting samples; 0 = every core (the samples do not depend on it)
+            # Seed of the cut windows; -1 = the run's seed. A sweep with seeds sets it, so that every
+            # seed of a grid point trains and is scored on the same windows (mtcnn_jax.sweep).
+            seed=-1,
         )
     )
     # Batch-time augmentation (mtcnn_jax.data.samples.augment): mirror half the windows (targets
     # with them), and a colour jitter of this strength (0 = off). Not in the paper.
     c.augment = ml_collections.ConfigDict(dict(flip=False, colour=0.0))
+    # A folder of sample stores (train/ and val/) to train on instead of cutting windows from
+    # ``data``: e.g. a recipe's mined R-Net windows, <workdir>/rnet_samples ("" = cut them).
+    c.samples = ""
     return c
 
 
@@ -409,6 +415,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not isinstance(config.augment.flip, bool):
         _fail("augment.flip", config.augment.flip, "expected True or False")
     number("augment.colour", 0.0, 0.9)
+    if not isinstance(config.get("samples", ""), str):
+        _fail("samples", config.samples, "expected a folder path, or '' to cut windows")
     if not isinstance(o.decay_at, tuple) or not all(
         isinstance(f, (int, float)) and 0 < f < 1 for f in o.decay_at
     ):
@@ -418,6 +426,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         number(f"data.{k}", 0, integer=True)
     number("data.val_every", 2, integer=True)
     number("data.workers", 0, integer=True)
+    number("data.seed", -1, integer=True)
     from mtcnn_jax.data.landmarks import FORMATS  # noqa: PLC0415
 
     if config.data.landmark_format not in FORMATS:

@@ -126,7 +126,9 @@ def ohem_mask(
     """Online hard sample mining: keep the ``k`` largest ``losses`` among ``labelled``.
 
     losses: float32[N] per-sample det losses; labelled: bool[N] (β_det = 1);
-    k: static int. Returns float32[N] in {0, 1} with ``min(k, Σ labelled)`` ones,
+    k: a static int, or a traced int32 scalar (then every loss is ranked with
+    ``top_k`` and the first ``k`` are kept: the same mask, one compiled program for
+    every ratio; :mod:`mtcnn_jax.replicas`). Returns float32[N] in {0, 1} with ``min(k, Σ labelled)`` ones,
     at the labelled samples of largest loss (ties: lower index first, as
     ``jax.lax.top_k``). No gradient flows through the mask.
 
@@ -140,10 +142,14 @@ def ohem_mask(
         losses = jax.lax.all_gather(losses, axis_name, tiled=True)
         labelled = jax.lax.all_gather(labelled, axis_name, tiled=True)
     n = losses.shape[0]
-    k = min(int(k), n)
     scores = jnp.where(labelled, losses, -jnp.inf)
-    values, idx = jax.lax.top_k(scores, k)
-    keep = jnp.zeros((n,), jnp.float32).at[idx].set(jnp.isfinite(values).astype(jnp.float32))
+    if isinstance(k, (int, np.integer)):
+        values, idx = jax.lax.top_k(scores, min(int(k), n))
+        kept = jnp.isfinite(values)
+    else:  # a traced count (replicas with their own ratio): rank all, keep the first k
+        values, idx = jax.lax.top_k(scores, n)
+        kept = jnp.isfinite(values) & (jnp.arange(n) < k)
+    keep = jnp.zeros((n,), jnp.float32).at[idx].set(kept.astype(jnp.float32))
     if axis_name is not None:
         start = jax.lax.axis_index(axis_name) * n_local
         keep = jax.lax.dynamic_slice(keep, (start,), (n_local,))

@@ -78,6 +78,11 @@ class DataSettings:
     min_face: int
     mirror: bool
     workers: int
+    seed: int = -1
+
+    def cut_seed(self, run_seed: int) -> int:
+        """The seed the windows are cut with: ``seed``, or the run's own seed when it is -1 (the default)."""
+        return self.seed if self.seed >= 0 else run_seed
 
     @classmethod
     def from_config(cls, group) -> "DataSettings":
@@ -87,6 +92,8 @@ class DataSettings:
         """What the cut samples depend on: every setting but ``workers`` (any number of them cuts the same)."""
         key = dataclasses.asdict(self)
         del key["workers"]
+        if key["seed"] < 0:  # the run's seed, which the caller's key holds (stores cut before the field existed)
+            del key["seed"]
         return key
 
 
@@ -145,6 +152,7 @@ class TrainSettings:
     eval_batch_size: int
     data: DataSettings
     augment: AugmentSettings = AugmentSettings()
+    samples: str = ""
 
     @classmethod
     def from_config(cls, config) -> "TrainSettings":

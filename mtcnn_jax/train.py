@@ -53,6 +53,8 @@ from mtcnn_jax.runs import (check_interrupt, check_workdir, data_folders, deferr
 from mtcnn_jax.settings import OptimizerSettings, TrainSettings
 
 DATA_AXIS = "data"
+#: The mesh axis that splits replicas (:mod:`mtcnn_jax.replicas`) over devices.
+REPLICA_AXIS = "replica"
 #: The workdir's folder of cut samples: sample stores ``train/`` and ``val/`` and their ``settings.json``.
 SAMPLES_DIR = "samples"
 #: The workdir's folder of Orbax checkpoints, one ``<step>/`` each.
@@ -121,20 +123,41 @@ def create_train_state(params, tx: optax.GradientTransformation) -> TrainState:
 # ----------------------------------------------------------------------------- mesh & batches
 
 
-def make_mesh(devices=None) -> jax.sharding.Mesh:
-    """A 1-D mesh named ``data`` over ``devices`` (default: all devices of all hosts)."""
+def make_mesh(devices=None, replica_shards: Optional[int] = None) -> jax.sharding.Mesh:
+    """A 1-D mesh named ``data`` over ``devices`` (default: all devices of all hosts).
+
+    ``replica_shards`` (replica training, :mod:`mtcnn_jax.replicas`): a 2-D mesh
+    ``(replica, data)`` of shape ``(replica_shards, n_devices / replica_shards)``;
+    the replicas are split over its ``replica`` axis, each replica's batch over ``data``.
+    """
     devices = jax.devices() if devices is None else list(devices)
-    return jax.sharding.Mesh(np.asarray(devices), (DATA_AXIS,))
+    if replica_shards is None:
+        return jax.sharding.Mesh(np.asarray(devices), (DATA_AXIS,))
+    if replica_shards < 1 or len(devices) % replica_shards:
+        raise ValueError(f"{len(devices)} devices cannot be split into {replica_shards} replica shards")
+    return jax.sharding.Mesh(np.asarray(devices).reshape(replica_shards, -1), (REPLICA_AXIS, DATA_AXIS))
+
+
+def has_replicas(mesh) -> bool:
+    """Whether ``mesh`` is a replica mesh (:func:`make_mesh` with ``replica_shards``)."""
+    return REPLICA_AXIS in mesh.axis_names
+
+
+def state_spec(mesh) -> P:
+    """How a train state lies on ``mesh``: replicated (``P()``), or split over ``replica`` on a replica mesh."""
+    return P(REPLICA_AXIS) if has_replicas(mesh) else P()
 
 
 def replicate(tree, mesh):
-    """Put a pytree on every device of ``mesh`` (replicated, ``P()``)."""
-    return jax.device_put(tree, NamedSharding(mesh, P()))
+    """Put a pytree on every device of ``mesh`` (replicated, ``P()``; on a replica mesh, the leading
+    replica axis split over ``replica`` and replicated over ``data``)."""
+    return jax.device_put(tree, NamedSharding(mesh, state_spec(mesh)))
 
 
-def shard_batch(batch: Mapping[str, np.ndarray], mesh) -> dict:
-    """Host-local batch (this process's part) → global arrays split over ``data``."""
-    sharding = NamedSharding(mesh, P(DATA_AXIS))
+def shard_batch(batch: Mapping[str, np.ndarray], mesh, replicas: bool = False) -> dict:
+    """Host-local batch (this process's part) → global arrays split over ``data`` (on the second axis of
+    ``[K, B, ...]`` replica batches with ``replicas``)."""
+    sharding = NamedSharding(mesh, batch_spec(replicas))
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
 
 
@@ -148,8 +171,9 @@ def _flat(out: models.NetOutput):
 # ----------------------------------------------------------------------------- steps
 
 
-def make_train_step(model, tx, alpha: Mapping[str, float], ohem_k: Optional[int], mesh,
-                    formulation: Optional[str] = None, chunk: Optional[int] = None) -> Callable:
+def make_train_step(model, tx, alpha: Optional[Mapping[str, float]], ohem_k: Optional[int], mesh,
+                    formulation: Optional[str] = None, chunk: Optional[int] = None,
+                    replicas: bool = False) -> Callable:
     """The data-parallel update ``(state, batch) -> (state, metrics)``.
 
     ``batch`` arrays are sharded over ``data`` (:func:`shard_batch`), ``state``
@@ -173,27 +197,57 @@ def make_train_step(model, tx, alpha: Mapping[str, float], ohem_k: Optional[int]
     metrics: ``loss``, ``det``, ``box``, ``landmarks`` (global batch values),
     ``n_det``/``n_box``/``n_landmarks``, ``grad_norm``, ``param_norm``, ``lr``
     (the learning rate is not known here: filled by the loop).
+
+    ``replicas=True`` makes the step of K independent runs in one program
+    (:mod:`mtcnn_jax.replicas`): ``(state, batch, hyper) -> (state, metrics)``
+    with every leaf of ``state`` and ``metrics`` stacked on a leading axis of K,
+    ``batch`` arrays ``[K, B, ...]`` split over ``data`` on their second axis
+    (:func:`shard_batch` with ``replicas=True``) and ``hyper`` each replica's
+    ``alpha`` float32[K, 3] (det, box, landmarks) and OHEM ``keep`` int32[K]
+    (traced, so one compilation serves a whole grid); ``alpha`` and ``ohem_k``
+    are then unused. Each replica's update is the one a single run of its
+    settings makes (tests/test_replicas.py).
     """
     from mtcnn_jax import train_nets  # noqa: PLC0415
 
-    alpha = {k: float(v) for k, v in alpha.items()}
+    alpha = None if replicas else {k: float(v) for k, v in alpha.items()}
     formulation = formulation or train_nets.formulation(mesh.devices.flat)
     if formulation == "cpu":
-        return train_nets.chunked_train_step(train_nets.stage_of(model), tx, alpha, ohem_k, mesh, chunk)
+        return train_nets.chunked_train_step(train_nets.stage_of(model), tx, alpha, ohem_k, mesh, chunk, replicas)
     if formulation != "modules":
         raise ValueError(f"unknown formulation {formulation!r} (modules or cpu)")
 
-    return _one_program_step(lambda p, x: model.apply({"params": p}, models.normalize(x)), tx, alpha, ohem_k, mesh)
+    return _one_program_step(lambda p, x: model.apply({"params": p}, models.normalize(x)), tx, alpha, ohem_k, mesh,
+                             replicas=replicas)
 
 
-def _one_program_step(forward: Callable, tx, alpha: Mapping[str, float], ohem_k: Optional[int], mesh,
-                      compiler_options: Optional[dict] = None) -> Callable:
-    """The whole update as one jitted ``shard_map`` program; ``forward(params, images_u8) -> NetOutput``."""
+def loss_settings(alpha: Optional[Mapping[str, float]], ohem_k: Optional[int], hyper=None) -> tuple:
+    """``(alpha, k)`` of the loss: the static ones of a single run, or one replica's traced ones from ``hyper``."""
+    if hyper is None:
+        return alpha, ohem_k
+    return dict(zip(losses.TASKS, (hyper["alpha"][j] for j in range(3)))), hyper["keep"]
 
-    def local_step(state: TrainState, batch):
+
+def batch_spec(replicas: bool = False) -> P:
+    """The ``PartitionSpec`` of a batch: split over ``data`` on its first axis; with replicas,
+    ``[K, B, ...]`` split over ``replica`` and ``data``."""
+    return P(REPLICA_AXIS, DATA_AXIS) if replicas else P(DATA_AXIS)
+
+
+def _one_program_step(forward: Callable, tx, alpha: Optional[Mapping[str, float]], ohem_k: Optional[int], mesh,
+                      compiler_options: Optional[dict] = None, replicas: bool = False,
+                      replica_map: Callable = jax.vmap) -> Callable:
+    """The whole update as one jitted ``shard_map`` program; ``forward(params, images_u8) -> NetOutput``.
+
+    ``replicas``: the step of :func:`make_train_step` with ``replicas=True``, ``replica_map(local_step)``
+    over the leading axis (``jax.vmap``, or the CPU formulation's :func:`mtcnn_jax.train_nets.replica_map`)."""
+
+    def local_step(state: TrainState, batch, hyper=None):
+        a, k = loss_settings(alpha, ohem_k, hyper)
+
         def loss_fn(params):
             logits, box, lm = _flat(forward(params, batch["image"]))
-            terms = losses.multitask_loss(logits, box, lm, batch, alpha, ohem_k, axis_name=DATA_AXIS)
+            terms = losses.multitask_loss(logits, box, lm, batch, a, k, axis_name=DATA_AXIS)
             return terms.total, terms
 
         (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -202,7 +256,12 @@ def _one_program_step(forward: Callable, tx, alpha: Mapping[str, float], ohem_k:
                                landmarks=psum(terms.landmarks))
         return _apply_gradients(tx, state, grads, terms)
 
-    step = jax.shard_map(local_step, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=(P(), P()))
+    if replicas:
+        rep = state_spec(mesh)
+        step = jax.shard_map(replica_map(local_step), mesh=mesh, in_specs=(rep, batch_spec(True), rep),
+                             out_specs=(rep, rep))
+    else:
+        step = jax.shard_map(local_step, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=(P(), P()))
     return jax.jit(step, donate_argnums=0, compiler_options=compiler_options)
 
 
@@ -326,10 +385,35 @@ def cut_samples(settings: TrainSettings, workdir, write: bool = True, progress: 
     from mtcnn_jax.data import samples, store  # noqa: PLC0415
 
     size = models.INPUT_SIZE[settings.stage]
-    key = {"data": settings.data.cut_key(), "size": size, "seed": settings.seed}
-    make = lambda: samples.build(settings.data, size, settings.seed, progress=progress)  # noqa: E731
+    seed = settings.data.cut_seed(settings.seed)
+    key = {"data": settings.data.cut_key(), "size": size, "seed": seed}
+    make = lambda: samples.build(settings.data, size, seed, progress=progress)  # noqa: E731
     return store.cached_sets(Path(workdir) / SAMPLES_DIR, settings.stage, key, make, write=write,
                              again="cutting the samples again")
+
+
+def sample_sets(settings: TrainSettings, workdir, write: bool = True, progress: bool = True) -> tuple[dict, dict]:
+    """The train and held-out sample sets of a run: read from ``settings.samples`` when set (a folder of
+    sample stores, e.g. a recipe's ``rnet_samples``; a missing or damaged one is a one-line
+    :class:`~mtcnn_jax.errors.UserError`), else cut (:func:`cut_samples`)."""
+    if not settings.samples:
+        return cut_samples(settings, workdir, write=write, progress=progress)
+    from mtcnn_jax.data import store  # noqa: PLC0415
+    from mtcnn_jax.errors import UserError  # noqa: PLC0415
+
+    where = (f"mtcnn-jax train-cascade writes them in <workdir>/{settings.stage}_samples; "
+             "name that folder with --config.samples=DIR")
+    if not Path(settings.samples).is_dir():
+        raise UserError(f"config.samples: {settings.samples} is not a folder ({where})")
+    try:
+        return store.read_sets(Path(settings.samples), settings.stage)
+    except store.StoreDamaged as err:
+        raise UserError(f"config.samples: {err} ({where})") from None
+
+
+def input_folders(settings: TrainSettings) -> list:
+    """The folders a run reads (its workdir may not lie inside one): ``data``'s, and ``samples``."""
+    return data_folders(settings.data) + ([Path(settings.samples)] if settings.samples else [])
 
 
 def train_and_evaluate(config, workdir, init: str = "scratch", progress: bool = True,
@@ -380,7 +464,7 @@ def _train_and_evaluate(config, workdir, init: str, progress: bool, max_steps: O
     from mtcnn_jax.metrics_log import MetricsLog  # noqa: PLC0415
 
     config = TrainSettings.of(config)
-    workdir = check_workdir(workdir, data_folders(config.data), overwrite)
+    workdir = check_workdir(workdir, input_folders(config), overwrite)
     main = jax.process_index() == 0
     stage, size = config.stage, models.INPUT_SIZE[config.stage]
     mesh = make_mesh()
@@ -394,7 +478,7 @@ def _train_and_evaluate(config, workdir, init: str, progress: bool, max_steps: O
             if tuple(np.shape(part["image"])[1:]) != (size, size, 3):
                 raise ValueError(f"{name} samples are {np.shape(part['image'])[1:]}, {stage} needs {size}×{size}×3")
     else:
-        train_set, val_set = cut_samples(config, workdir, write=main, progress=progress)
+        train_set, val_set = sample_sets(config, workdir, write=main, progress=progress)
     index_by_type = [np.flatnonzero(train_set["type"] == c) for c in range(len(losses.SAMPLE_TYPES))]
     composition = dict(config.batch)
     for code, name in enumerate(losses.SAMPLE_TYPES):

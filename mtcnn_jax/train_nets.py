@@ -46,6 +46,13 @@ from mtcnn_jax.networks import xla_options
 #: Windows per chunk of the CPU train step (:func:`mtcnn_jax.train.make_train_step`): each chunk's
 #: program keeps its temporaries in a few MB (measured in ``benchmarks/README.md``).
 CHUNK = {"pnet": 448, "rnet": 64, "onet": 8}
+#: Windows per chunk of the replica step, all of a device's replicas together (a replica's
+#: share: this over their number, at least 1). Measured with the mini recipe's batches, 8
+#: replicas on 2 CPU devices (4 each): R-Net 5,458 samples/s in chunks of 16 windows a replica,
+#: against 3,857 in 64 and 4,672 in one program of 448; O-Net 844 in one program of 120 a
+#: replica (what 1024 gives), against 756 in chunks of 4 and 607 in 8; P-Net 0.0099 ms a window
+#: (forward and backward) in chunks of 112 a replica against 0.016 in 448.
+REPLICA_CHUNK = {"pnet": 896, "rnet": 64, "onet": 1024}
 
 #: The stage each module class is.
 STAGES = {"PNet": "pnet", "RNet": "rnet", "ONet": "onet"}
@@ -261,8 +268,22 @@ def _weighted_loss(weights, out: models.NetOutput, batch) -> jax.Array:
     return jnp.sum(weights * losses.sample_losses(*train._flat(out), batch))
 
 
-def chunked_train_step(stage: str, tx, alpha: Mapping[str, float], ohem_k: Optional[int], mesh,
-                       chunk: Optional[int]) -> Callable:
+def replica_map(f: Callable, k: int) -> Callable:
+    """``f`` over the leading axis (of length ``k``) of every argument and result, as ``jax.vmap(f)``,
+    written out as ``k`` calls in one program. On the CPU this runs each replica's convolutions and
+    matrix products as the single run's fast kernels, where ``jax.vmap`` makes grouped convolutions
+    and batched products that XLA's CPU backend runs 1.3–2× slower per window
+    (``benchmarks/replica_throughput.py``); the program is ``k`` times larger to compile."""
+
+    def mapped(*args):
+        outs = [f(*jax.tree.map(lambda x, i=i: x[i], args)) for i in range(k)]
+        return jax.tree.map(lambda *o: jnp.stack(o), *outs)
+
+    return mapped
+
+
+def chunked_train_step(stage: str, tx, alpha: Optional[Mapping[str, float]], ohem_k: Optional[int], mesh,
+                       chunk: Optional[int], replicas: bool = False) -> Callable:
     """:func:`mtcnn_jax.train.make_train_step`'s ``"cpu"`` formulation: the same update, computed in chunks of windows.
 
     XLA's CPU backend gives a program's temporaries fresh pages on every call
@@ -284,20 +305,30 @@ def chunked_train_step(stage: str, tx, alpha: Mapping[str, float], ohem_k: Optio
     A device's share that fits in one chunk (P-Net's 448 windows of 12×12) runs
     instead as one program (:func:`mtcnn_jax.train._one_program_step` with these forward passes):
     there the dispatch of five programs would cost more than the caches save.
+
+    ``replicas``: the step of K runs at once (:func:`mtcnn_jax.train.make_train_step`
+    with ``replicas=True``): each program maps over the leading axis (:func:`replica_map`)
+    and a chunk is ``chunk`` windows of every replica (default: :data:`REPLICA_CHUNK`
+    shared by a device's replicas).
     """
     fwd = forward(stage)
-    chunk = int(chunk or CHUNK[stage])
-    data, rep = P(train.DATA_AXIS), P()
+    given = chunk
+    data, rep = train.batch_spec(replicas), train.state_spec(mesh)
     options = xla_options() or None
-    smap = lambda f, i, o: jax.shard_map(f, mesh=mesh, in_specs=i, out_specs=o)  # noqa: E731
     programs: dict = {}
 
-    def build(n_local: int):
+    def build(n_local: int, k_local: int):
+        many = (lambda f: replica_map(f, k_local)) if replicas else (lambda f: f)
+        smap = lambda f, i, o: jax.shard_map(many(f), mesh=mesh, in_specs=i, out_specs=o)  # noqa: E731
+        if given:
+            chunk = int(given)
+        else:
+            chunk = max(1, REPLICA_CHUNK[stage] // k_local) if replicas else CHUNK[stage]
         bounds = chunk_bounds(n_local, chunk)
         if len(bounds) == 1:
             # pcast: the custom gradients of train_nets' layers are per device; its transpose sums them.
             one = train._one_program_step(lambda p, x: fwd(jax.lax.pcast(p, train.DATA_AXIS, to="varying"), x),
-                                    tx, alpha, ohem_k, mesh, options)
+                                          tx, alpha, ohem_k, mesh, options, replicas, many)
             return {"one": one}
 
         def split(batch):
@@ -306,16 +337,17 @@ def chunked_train_step(stage: str, tx, alpha: Mapping[str, float], ohem_k: Optio
         def forward(params, images):
             return train._flat(fwd(params, images))
 
-        def weigh(outs, chunks):
+        def weigh(outs, chunks, hyper=None):
+            a, keep = train.loss_settings(alpha, ohem_k, hyper)
             logits, box = (jnp.concatenate([o[i] for o in outs]) for i in (0, 1))
             lm = None if outs[0][2] is None else jnp.concatenate([o[2] for o in outs])
-            batch = {k: jnp.concatenate([c[k] for c in chunks]) for k in ("type", "box", "landmarks")}
-            masks, counts = losses.loss_masks(logits, batch["type"], ohem_k, lm is not None, train.DATA_AXIS)
+            batch = {f: jnp.concatenate([c[f] for c in chunks]) for f in ("type", "box", "landmarks")}
+            masks, counts = losses.loss_masks(logits, batch["type"], keep, lm is not None, train.DATA_AXIS)
             sums = jax.lax.psum(jnp.sum(masks * losses.sample_losses(logits, box, lm, batch), axis=0), train.DATA_AXIS)
             task = list(sums / jnp.maximum(counts, 1.0))
-            total = sum(alpha[t] * v for t, v in zip(losses.TASKS, task))
+            total = sum(a[t] * v for t, v in zip(losses.TASKS, task))
             terms = losses.LossTerms(total, *task, *(counts[j] for j in range(3)))
-            weights = masks * jnp.array([alpha[t] for t in losses.TASKS], jnp.float32) / jnp.maximum(counts, 1.0)
+            weights = masks * jnp.stack([jnp.asarray(a[t], jnp.float32) for t in losses.TASKS]) / jnp.maximum(counts, 1.0)
             return tuple(weights[a_:b_] for a_, b_ in bounds), terms
 
         def grad(params, batch, w):
@@ -333,23 +365,25 @@ def chunked_train_step(stage: str, tx, alpha: Mapping[str, float], ohem_k: Optio
         return {
             "split": jit(smap(split, (data,), data)),
             "forward": jit(smap(forward, (rep, data), data)),
-            "weigh": jit(smap(weigh, (data, data), (data, rep))),
+            "weigh": jit(smap(weigh, (data, data, rep) if replicas else (data, data), (data, rep))),
             "grad": jit(smap(grad, (rep, data, data), rep)),
             "grad_add": jit(smap(grad_add, (rep, rep, data, data), rep), donate_argnums=0),
             "update": jit(smap(lambda s, g, t: train._apply_gradients(tx, s, g, t), (rep, rep, rep), (rep, rep)),
                           donate_argnums=0),
         }
 
-    def step(state: train.TrainState, batch):
-        n_local = batch["type"].shape[0] // mesh.size
-        f = programs.get(n_local)
+    def step(state: train.TrainState, batch, hyper=None):
+        n_local = batch["type"].shape[-1] // mesh.shape[train.DATA_AXIS]
+        k_local = batch["type"].shape[0] // mesh.shape[train.REPLICA_AXIS] if replicas else 1
+        f = programs.get((n_local, k_local))
         if f is None:
-            f = programs[n_local] = build(n_local)
+            f = programs[n_local, k_local] = build(n_local, k_local)
+        extra = (hyper,) if replicas else ()
         if "one" in f:
-            return f["one"](state, batch)
+            return f["one"](state, batch, *extra)
         chunks = f["split"](batch)
         outs = tuple(f["forward"](state.params, c["image"]) for c in chunks)
-        weights, terms = f["weigh"](outs, chunks)
+        weights, terms = f["weigh"](outs, chunks, *extra)
         grads = None
         for c, w in zip(chunks, weights):
             grads = f["grad"](state.params, c, w) if grads is None else f["grad_add"](grads, state.params, c, w)
