@@ -1,9 +1,14 @@
 """``mtcnn-jax sweep``: train every point of a sweep's grid, then tabulate and plot.
 
     mtcnn-jax sweep --config configs/sweeps/ohem.py[:VARIANT] --workdir DIR
-                    [--max-steps N] [--config.KEY=VALUE ...] [--no-progress] [--overwrite]
+                    [--seeds N] [--sequential] [--max-replicas K] [--max-steps N]
+                    [--config.KEY=VALUE ...] [--no-progress] [--overwrite]
 
-Each grid point trains in ``DIR/<key=value_...>/`` (see :mod:`mtcnn_jax.sweep`).
+Each grid point trains in ``DIR/<key=value_...>/`` (see :mod:`mtcnn_jax.sweep`); with
+seeds (``--seeds N`` or the sweep file's ``seeds()``) once per seed, in
+``DIR/<key=value_..._seed=S>/``. Points that differ only in seed, α or OHEM ratio
+train together as replicas in one compiled program (``DIR/replicas-<hash>/`` holds
+their samples and checkpoints; ``--sequential`` trains them one by one).
 Rerunning the same command skips finished runs and resumes interrupted ones from
 their checkpoints. ``DIR`` gets ``results.csv``, ``results.md`` (one row per grid
 point with the final held-out metrics), ``results.png`` (metrics against the swept
@@ -31,6 +36,14 @@ def register(subparsers) -> None:
     p.add_argument("--workdir", required=True, help="folder for the runs (one subfolder each) and the results")
     p.add_argument("--max-steps", type=int, default=None, metavar="N",
                    help="at most N training steps per run in this call (the rest on the next call)")
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="run every grid point with N seeds (default: the sweep file's seeds(), 5 for the "
+                        "shipped ablations); results.md gives mean ± 95%% interval per grid point")
+    p.add_argument("--sequential", action="store_true",
+                   help="train one run at a time instead of grid points that differ only in seed, alpha or "
+                        "OHEM ratio together as replicas in one compiled program")
+    p.add_argument("--max-replicas", type=int, default=0, metavar="K",
+                   help="at most K replicas in one program (default 0: no limit)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--overwrite", action="store_true",
                    help="allow a --workdir inside the training data folder (or holding it)")
@@ -49,9 +62,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_steps is not None and args.max_steps < 1:
         raise UserError(f"--max-steps must be ≥ 1, got {args.max_steps}")
+    if args.max_replicas < 0:
+        raise UserError(f"--max-replicas must be ≥ 0, got {args.max_replicas}")
+    if not args.sequential:
+        from mtcnn_jax.replicas import split_cpu_devices  # noqa: PLC0415
+
+        split_cpu_devices()
     try:
         sweep.run_sweep(args.config, args.workdir, args.config_overrides, max_steps=args.max_steps,
-                        progress=not args.no_progress, log=lambda s: print(s, flush=True), overwrite=args.overwrite)
+                        progress=not args.no_progress, log=lambda s: print(s, flush=True), overwrite=args.overwrite,
+                        n_seeds=args.seeds, sequential=args.sequential, max_replicas=args.max_replicas)
     except BrokenPipeError:
         raise
     except OSError as err:  # the workdir went away, the disk is full, ...
