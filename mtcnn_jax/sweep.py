@@ -544,7 +544,7 @@ def _summary_markdown(rows: Sequence[dict], keys: Sequence[str], reference: Opti
     lines = ["Mean ± half-width of the 95% confidence interval over the seeds (Student's t), per grid point:", "",
              "| " + " | ".join([*grid_keys, "seeds", *metrics]) + " |", "|" + "---|" * (len(grid_keys) + 1 + len(metrics))]
     for s in summaries:
-        cells = [_cell(s.point.get(k)) for k in grid_keys] + [str(s.n)]
+        cells = [_fmt(s.point.get(k)) for k in grid_keys] + [str(s.n)]
         cells += ["" if s.mean[m] is None else (f"{s.mean[m]:.4f}" + ("" if s.half[m] is None else f" ± {s.half[m]:.4f}"))
                   for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
@@ -619,11 +619,12 @@ def results_plot(rows: Sequence[dict], keys: Sequence[str], metrics: Optional[Se
     done = [r for r in rows if r["status"] == "done"]
     if not done:
         return None
-    if SEED in keys:  # one point per grid point: the mean over its seeds, its 95% interval as two thin curves
+    keys_in = list(keys)
+    if SEED in keys:  # one point per grid point: the mean over its seeds, its 95% interval as error bars
         keys = [k for k in keys if k != SEED]
         summaries = [s for s in summarize(rows, [*keys, SEED], metrics) if s.n]
-        done = [{**s.point, "status": "done", **s.mean, **{f"{m}/lo": s.mean[m] - (s.half[m] or 0.0) for m in metrics},
-                 **{f"{m}/hi": s.mean[m] + (s.half[m] or 0.0) for m in metrics}} for s in summaries]
+        done = [{**s.point, "status": "done", **s.mean, **{f"{m}/err": s.half[m] or 0.0 for m in metrics}}
+                for s in summaries]
     xkey, others = keys[0], list(keys[1:])
     numeric = all(isinstance(r[xkey], (int, float)) and not isinstance(r[xkey], bool) for r in done)
     categories = list(dict.fromkeys(str(r[xkey]) for r in done))  # x positions when not numeric
@@ -632,24 +633,21 @@ def results_plot(rows: Sequence[dict], keys: Sequence[str], metrics: Optional[Se
         series.setdefault(tuple(r.get(k) for k in others), []).append(r)
     images = []
     for m in metrics:
-        curves, bands = [], []
-        for n, (label, rs) in enumerate(series.items()):
+        curves = []
+        for label, rs in series.items():
             rs = sorted(rs, key=lambda r: r[xkey]) if numeric else rs
             x = np.array([float(r[xkey]) if numeric else categories.index(str(r[xkey])) for r in rs], float)
             y = np.array([r[m] for r in rs], float)
+            err = np.array([r[f"{m}/err"] for r in rs], float) if f"{m}/err" in rs[0] else None
             text = ", ".join(f"{k}={_fmt(v)}" for k, v in zip(others, label))
-            colour = plots.PALETTE[n % len(plots.PALETTE)]
-            curves.append(plots.Curve(_ascii(text), x, y, colour))
-            if f"{m}/lo" in rs[0]:
-                bands += [plots.Curve("", x, np.array([r[f"{m}/{e}"] for r in rs], float), colour) for e in ("lo", "hi")]
-        ys = np.concatenate([c.y for c in curves + bands])
+            curves.append(plots.Curve(_ascii(text), x, y, err=err))
+        ys = np.concatenate([c.y if c.err is None else np.r_[c.y - c.err, c.y + c.err] for c in curves])
         xs = np.concatenate([c.x for c in curves])
         rows_ = len(curves) if others else 0  # a single curve needs no legend
         if not others:
             curves = [c._replace(label="") for c in curves]
-        curves += bands
         images.append(plots.line_plot(
-            curves, title=f"val {m}" + (" (mean, 95% CI)" if bands else ""), xlabel=_ascii(xkey), ylabel=m, xlim=_range(xs),
+            curves, title=f"val {m}" + (" (mean, 95% CI)" if SEED in keys_in else ""), xlabel=_ascii(xkey), ylabel=m, xlim=_range(xs),
             ylim=_range(ys, rows_, _legend(m), panel[1]), size=panel, legend=_legend(m),
         ))
     return _tile(images, min(4, len(images)))

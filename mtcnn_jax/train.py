@@ -201,12 +201,14 @@ def make_train_step(model, tx, alpha: Optional[Mapping[str, float]], ohem_k: Opt
     ``replicas=True`` makes the step of K independent runs in one program
     (:mod:`mtcnn_jax.replicas`): ``(state, batch, hyper) -> (state, metrics)``
     with every leaf of ``state`` and ``metrics`` stacked on a leading axis of K,
-    ``batch`` arrays ``[K, B, ...]`` split over ``data`` on their second axis
-    (:func:`shard_batch` with ``replicas=True``) and ``hyper`` each replica's
-    ``alpha`` float32[K, 3] (det, box, landmarks) and OHEM ``keep`` int32[K]
-    (traced, so one compilation serves a whole grid); ``alpha`` and ``ohem_k``
-    are then unused. Each replica's update is the one a single run of its
-    settings makes (tests/test_replicas.py).
+    ``batch`` arrays ``[K, B, ...]`` split over ``replica`` and ``data``
+    (``mesh`` from :func:`make_mesh` with ``replica_shards``; :func:`shard_batch`
+    with ``replicas=True``) and ``hyper`` each replica's ``alpha`` float32[K, 3]
+    (det, box, landmarks) and OHEM ``keep`` int32[K] (traced, so one compilation
+    serves a whole grid); ``alpha`` and ``ohem_k`` are then unused. The
+    ``"modules"`` formulation maps ``jax.vmap`` over the replicas, the ``"cpu"`` one
+    :func:`mtcnn_jax.train_nets.replica_map`. Each replica's update is the one a
+    single run of its settings makes (tests/test_replicas.py).
     """
     from mtcnn_jax import train_nets  # noqa: PLC0415
 

@@ -181,3 +181,17 @@ def test_ticks_are_round_numbers():
     np.testing.assert_allclose(plots._ticks(0.0, 1.0), [0, 0.2, 0.4, 0.6, 0.8, 1.0])
     np.testing.assert_allclose(plots._ticks(0.0, 0.2), [0, 0.05, 0.1, 0.15, 0.2])
     np.testing.assert_allclose(plots._ticks(0.0, 700), [0, 200, 400, 600])
+
+
+def test_error_bars_span_y_plus_minus_err(renderer):
+    # one point at (0.5, 0.5) with a bar of ± 0.2: red from 0.3 to 0.7 in its column, nothing at 0.2 or 0.8
+    img = plots.line_plot([plots.Curve("", np.array([0.5]), np.array([0.5]), RED, err=np.array([0.2]))],
+                          title="bars")
+    f = _frame()
+    red = _red(img)
+    col = int(round(plots.data_to_pixels(f, 0.5, 0.5)[0]))
+    rows = np.flatnonzero(red[:, col - 1 : col + 2].any(axis=1))
+    assert abs(rows.min() - plots.data_to_pixels(f, 0.5, 0.7)[1]) <= 2
+    assert abs(rows.max() - plots.data_to_pixels(f, 0.5, 0.3)[1]) <= 2
+    c2, r2 = np.round(plots.data_to_pixels(f, 0.5, 0.85)).astype(int)
+    assert not red[r2 - 2 : r2 + 3, c2 - 2 : c2 + 3].any()

@@ -47,12 +47,15 @@ class Curve(NamedTuple):
     label: legend text ("" for none).
     x, y: float[K] data points, drawn joined in the given order.
     colour: RGB, or None for the next colour of :data:`PALETTE`.
+    err: float[K] half-lengths of error bars drawn at the points (y ± err; e.g. a 95% confidence
+    interval), or None for none.
     """
 
     label: str
     x: np.ndarray
     y: np.ndarray
     colour: tuple | None = None
+    err: np.ndarray | None = None
 
 
 class Frame(NamedTuple):
@@ -198,6 +201,11 @@ def _matplotlib_line_plot(mpl, curves, *, title, xlabel, ylabel, xlim, ylim, siz
         alone = ok & ~np.r_[False, ok[:-1]] & ~np.r_[ok[1:], False]  # points with no neighbour to join
         if alone.any():
             ax.plot(x[alone], y[alone], "o", color=colour, markersize=5 * s * 72 / dpi)
+        if curve.err is not None:
+            err = np.asarray(curve.err, np.float64).reshape(-1)
+            bars = ok & np.isfinite(err)
+            ax.errorbar(x[bars], y[bars], yerr=err[bars], fmt="o", color=colour, markersize=4 * s * 72 / dpi,
+                        elinewidth=1.5 * 72 / dpi, capsize=4 * s, capthick=1.5 * 72 / dpi)
     if any(c.label for c in curves):
         ax.legend(loc=legend, fontsize=9 * s, framealpha=0.9, edgecolor="black", fancybox=False,
                   borderaxespad=0.6, handlelength=2.0)
@@ -290,6 +298,17 @@ def _opencv_line_plot(
                 cv2.circle(area, tuple(int(v) for v in shifted[0, 0]), 2, colour, -1, cv2.LINE_AA)
             else:
                 cv2.polylines(area, [shifted], False, colour, 2, cv2.LINE_AA)
+        if curve.err is not None:  # error bars: a vertical line with caps at each point
+            err = np.asarray(curve.err, np.float64).reshape(-1)
+            area = img[frame.top : frame.bottom + 1, frame.left : frame.right + 1]
+            for xv, yv, ev in zip(np.reshape(curve.x, -1), np.reshape(curve.y, -1), err):
+                if not np.all(np.isfinite([xv, yv, ev])):
+                    continue
+                (c, lo), (_, hi) = data_to_pixels(frame, np.array([xv, xv]), np.array([yv - ev, yv + ev]))
+                c, lo, hi = (int(round(v)) for v in (c - frame.left, lo - frame.top, hi - frame.top))
+                cv2.line(area, (c, lo), (c, hi), colour, 1, cv2.LINE_AA)
+                for r in (lo, hi):
+                    cv2.line(area, (c - 4, r), (c + 4, r), colour, 1, cv2.LINE_AA)
     # legend
     labels = [c.label for c in curves if c.label]
     if labels:
