@@ -172,7 +172,7 @@ def _train_replicas(settings, workdir, rundirs, progress, max_steps, data, overw
         raise ValueError("replica runs use one host: run the sweep's groups on each host separately")
     base, k = settings[0], len(settings)
     workdir = check_workdir(workdir, train.input_folders(base), overwrite)
-    stage, size = base.stage, models.INPUT_SIZE[base.stage]
+    stage = base.stage
     devices = jax.local_devices() if devices is None else list(devices)
     mesh = train.make_mesh(devices, replica_shards(k, len(devices)))
     composition = dict(base.batch)
@@ -185,17 +185,7 @@ def _train_replicas(settings, workdir, rundirs, progress, max_steps, data, overw
         Path(rundir).mkdir(parents=True, exist_ok=True)
         files.write_json(Path(rundir) / "config.json", s.to_dict(), indent=2)
 
-    if data is not None:
-        train_set, val_set = data
-        for name, part in (("train", train_set), ("val", val_set)):
-            if tuple(np.shape(part["image"])[1:]) != (size, size, 3):
-                raise ValueError(f"{name} samples are {np.shape(part['image'])[1:]}, {stage} needs {size}×{size}×3")
-    else:
-        train_set, val_set = train.sample_sets(base, workdir, progress=progress)
-    index_by_type = [np.flatnonzero(train_set["type"] == c) for c in range(len(losses.SAMPLE_TYPES))]
-    for code, name in enumerate(losses.SAMPLE_TYPES):
-        if composition[name] and not len(index_by_type[code]):
-            raise ValueError(f"no {name} samples were cut: set config.batch.{name}=0 or cut more")
+    train_set, val_set, index_by_type = train.run_samples(base, workdir, data, progress=progress)
 
     model = models.create(stage, landmarks=base.landmarks)
     tx = train.make_optimizer(base.optimizer, base.total_steps)

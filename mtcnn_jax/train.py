@@ -413,6 +413,26 @@ def sample_sets(settings: TrainSettings, workdir, write: bool = True, progress: 
         raise UserError(f"config.samples: {err} ({where})") from None
 
 
+def run_samples(settings: TrainSettings, workdir, data: Optional[tuple] = None, write: bool = True,
+                progress: bool = True) -> tuple:
+    """``(train_set, val_set, index_by_type)`` a run trains on: ``data`` when given (checked to be the
+    stage's window size), else :func:`sample_sets`; ``index_by_type[code]`` the train samples of each
+    type. ValueError when the batch asks for a type the set lacks."""
+    stage, size = settings.stage, models.INPUT_SIZE[settings.stage]
+    if data is not None:
+        train_set, val_set = data
+        for name, part in (("train", train_set), ("val", val_set)):
+            if tuple(np.shape(part["image"])[1:]) != (size, size, 3):
+                raise ValueError(f"{name} samples are {np.shape(part['image'])[1:]}, {stage} needs {size}×{size}×3")
+    else:
+        train_set, val_set = sample_sets(settings, workdir, write=write, progress=progress)
+    index_by_type = [np.flatnonzero(train_set["type"] == c) for c in range(len(losses.SAMPLE_TYPES))]
+    for code, name in enumerate(losses.SAMPLE_TYPES):
+        if settings.batch[name] and not len(index_by_type[code]):
+            raise ValueError(f"no {name} samples were cut: set config.batch.{name}=0 or cut more")
+    return train_set, val_set, index_by_type
+
+
 def input_folders(settings: TrainSettings) -> list:
     """The folders a run reads (its workdir may not lie inside one): ``data``'s, and ``samples``."""
     return data_folders(settings.data) + ([Path(settings.samples)] if settings.samples else [])
@@ -468,24 +488,14 @@ def _train_and_evaluate(config, workdir, init: str, progress: bool, max_steps: O
     config = TrainSettings.of(config)
     workdir = check_workdir(workdir, input_folders(config), overwrite)
     main = jax.process_index() == 0
-    stage, size = config.stage, models.INPUT_SIZE[config.stage]
+    stage = config.stage
     mesh = make_mesh()
     config_utils.check_batch_fits(config, mesh.size, jax.process_count())
     if main:
         files.write_json(workdir / "config.json", config.to_dict(), indent=2)
 
-    if data is not None:
-        train_set, val_set = data
-        for name, part in (("train", train_set), ("val", val_set)):
-            if tuple(np.shape(part["image"])[1:]) != (size, size, 3):
-                raise ValueError(f"{name} samples are {np.shape(part['image'])[1:]}, {stage} needs {size}×{size}×3")
-    else:
-        train_set, val_set = sample_sets(config, workdir, write=main, progress=progress)
-    index_by_type = [np.flatnonzero(train_set["type"] == c) for c in range(len(losses.SAMPLE_TYPES))]
+    train_set, val_set, index_by_type = run_samples(config, workdir, data, write=main, progress=progress)
     composition = dict(config.batch)
-    for code, name in enumerate(losses.SAMPLE_TYPES):
-        if composition[name] and not len(index_by_type[code]):
-            raise ValueError(f"no {name} samples were cut: set config.batch.{name}=0 or cut more")
 
     model = models.create(stage, landmarks=config.landmarks)
     params = models.init_params(stage, jax.random.key(config.seed), landmarks=config.landmarks)
