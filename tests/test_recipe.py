@@ -253,3 +253,16 @@ def test_proposal_cache_round_trip_and_key(tmp_path):
     other.mining.pnet_threshold = 0.6
     other.mining.negatives_per_image = 1  # not a P-Net setting
     assert key(config) == key(other)
+
+
+def test_cli_stop_after_leaves_later_steps_for_the_next_call(tmp_path, data_dir, capsys):
+    from mtcnn_jax import cli
+
+    work = tmp_path / "cascade"
+    args = ["train-cascade", "--config", "configs/cascade.py:tiny", "--workdir", str(work), "--no-progress",
+            f"--config.data_root={data_dir}"] + [f"--config.{k}={v}" for k, v in SHORT]
+    assert cli.main(args + ["--stop-after", "pnet_samples"]) == 0
+    assert (work / "pnet_samples" / "done.json").is_file() and not (work / "pnet").exists()
+    assert f"stopped after pnet_samples: {work}/pnet_samples" in capsys.readouterr().out
+    assert cli.main(args + ["--stop-after", "rnet_sample"]) == 2
+    assert "--stop-after: unknown step 'rnet_sample' (one of pnet_samples, pnet," in capsys.readouterr().err

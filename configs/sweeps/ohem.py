@@ -14,7 +14,7 @@ windows that recipe mined, for the recipe's steps (``rnet``, ``onet``) or a thir
 (``rnet_short``, ``onet_short``), each run also scored inside the authors' cascade
 (``ap_*`` columns)::
 
-    mtcnn-jax train-cascade --config configs/cascade.py:mini --workdir /tmp/mini
+    mtcnn-jax train-cascade --config configs/cascade.py:mini --workdir /tmp/mini --stop-after rnet_samples
     mtcnn-jax sweep --config configs/sweeps/ohem.py:rnet --workdir /tmp/sweep_ohem_rnet \
         --config.samples=/tmp/mini/rnet_samples
 
