@@ -390,7 +390,8 @@ def test_03_ablation(kernel_path, monkeypatch, tmp_path, data_dir):
     _check_layout(nb, "03_ablation_ohem_alpha")
     workdir = tmp_path / "03_ablation" / "small"
     rows = (workdir / "results.csv").read_text().splitlines()
-    assert len(rows) == 1 + 4 and all(",done," in r for r in rows[1:])
+    assert len(rows) == 1 + 4 * 5 and all(",done," in r for r in rows[1:])  # 4 ratios x 5 seeds, as replicas
+    assert rows[0].startswith("run,ohem_ratio,seed,status,")
     assert len(_outputs(nb, "image/png")) == 2  # results.png and curves.png
     assert len(_outputs(nb, "text/markdown")) == 1  # the table
     assert elapsed < 300, elapsed  # CPU-bound; generous for a shared machine
