@@ -443,6 +443,12 @@ def swept_keys(points: Sequence[Point]) -> list[str]:
     return keys
 
 
+def _over_seeds(keys: Sequence[str]) -> bool:
+    """Whether the runs are grid points × seeds (a ``seed`` key beside others), so that results are
+    summarized per grid point; a grid of seeds alone is shown run by run."""
+    return SEED in keys and len(keys) > 1
+
+
 def _cell(v) -> str:
     return "" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
 
@@ -620,7 +626,7 @@ def results_plot(rows: Sequence[dict], keys: Sequence[str], metrics: Optional[Se
     if not done:
         return None
     keys_in = list(keys)
-    if SEED in keys:  # one point per grid point: the mean over its seeds, its 95% interval as error bars
+    if _over_seeds(keys):  # one point per grid point: the mean over its seeds, its 95% interval as error bars
         keys = [k for k in keys if k != SEED]
         summaries = [s for s in summarize(rows, [*keys, SEED], metrics) if s.n]
         done = [{**s.point, "status": "done", **s.mean, **{f"{m}/err": s.half[m] or 0.0 for m in metrics}}
@@ -647,7 +653,7 @@ def results_plot(rows: Sequence[dict], keys: Sequence[str], metrics: Optional[Se
         if not others:
             curves = [c._replace(label="") for c in curves]
         images.append(plots.line_plot(
-            curves, title=f"val {m}" + (" (mean, 95% CI)" if SEED in keys_in else ""), xlabel=_ascii(xkey), ylabel=m, xlim=_range(xs),
+            curves, title=f"val {m}" + (" (mean, 95% CI)" if _over_seeds(keys_in) else ""), xlabel=_ascii(xkey), ylabel=m, xlim=_range(xs),
             ylim=_range(ys, rows_, _legend(m), panel[1]), size=panel, legend=_legend(m),
         ))
     return _tile(images, min(4, len(images)))
@@ -697,7 +703,7 @@ def write_results(workdir, points: Sequence[Point], reference: Optional[dict] = 
     rows = collect(workdir, points)
     keys = swept_keys(points)
     seeds_of = ({p.name: _point_text({k: v for k, v in p.overrides.items() if k != SEED}) for p in points}
-                if SEED in keys else None)
+                if _over_seeds(keys) else None)
     for name, text in (("results.csv", to_csv(rows, keys)), ("results.md", to_markdown(rows, keys, reference))):
         files.write_atomically(workdir / name, text)
     for name, img in (("results.png", results_plot(rows, keys)),

@@ -289,7 +289,7 @@ def test_wheel_finds_configs_by_name_outside_the_checkout(wheel_site, tmp_path):
     lines = proc.stdout.splitlines()
     assert lines[0] == str(site / "mtcnn_jax" / "__init__.py")  # the installed copy, not the checkout
     assert lines[1] == str(site / "mtcnn_jax" / "configs")
-    assert lines[2:] == [str(tmp_path / "data"), "onet", "4 6", str(tmp_path / "data")]
+    assert lines[2:] == [str(tmp_path / "data"), "onet", "20 30", str(tmp_path / "data")]  # 4 and 6 points x 5 seeds
     # the CLI from the wheel: the config loads, the overrides apply, validation names the bad key
     for command in (["train", "--config", "pnet:runlocal"], ["train", "--config", "configs/pnet.py:runlocal"],
                     ["train-cascade", "--config", "cascade:tiny"], ["sweep", "--config", "sweeps/ohem:runlocal"]):

@@ -236,8 +236,7 @@ def test_seeded_sweep_trains_replicas_equal_to_separate_runs(seeded, straight):
     # Seed 1 trained from another init on other batches, on the same windows as seed 0.
     assert table[0]["loss"] != table[1]["loss"]
     group = next(workdir.glob("replicas-*"))
-    assert sorted(p.name for p in (group / "checkpoints").iterdir() if p.name.isdigit()) == \
-        sorted(str(s) for s in range(50, STEPS + 1, 50))[-3:]
+    assert sorted(int(p.name) for p in (group / "checkpoints").iterdir() if p.name.isdigit()) == [200, 250, 300]
     for name in names:  # each replica logs like a single run
         assert [r["step"] for r in _metrics(workdir / name)] == [0, 150, 300]
         assert json.loads((workdir / name / "result.json").read_text())["replicas"] == 4
@@ -254,7 +253,7 @@ def test_seeded_results_give_intervals_and_tests_worked_from_the_csv(seeded):
     for name in NAMES:
         v = np.array([float(r["det"]) for r in table if r["run"].startswith(name + "_")])
         half = stats.t.ppf(0.975, 1) * np.std(v, ddof=1) / np.sqrt(2)  # 12.71 · s / √2 with two seeds
-        ratio = "1.0000" if name.endswith("=1") else "0.7000"
+        ratio = "1" if name.endswith("=1") else "0.7"
         line = next(x for x in md.splitlines() if x.startswith(f"| {ratio} | 2 |"))
         assert f"{v.mean():.4f} ± {half:.4f}" == line.split(" | ")[3], line
     a = [float(r["accuracy"]) for r in table if r["run"].startswith(NAMES[1])]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from mtcnn_jax import config_utils
 
-recipe_stage = config_utils.load_module(Path(__file__).with_name("recipe_stage.py"))
+recipe_stage = config_utils.load_module(Path(__file__).with_name("_recipe_stage.py"))
 #: The real recipe: a stage of ``configs/cascade.py:mini`` on its mined samples, for the recipe's
 #: steps, or a third of them (``_short``: what 2 CPU cores run in about half an hour).
 RECIPE_VARIANTS = {"rnet": ("rnet", None), "onet": ("onet", None), "rnet_short": ("rnet", 1000),
