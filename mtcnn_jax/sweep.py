@@ -369,10 +369,11 @@ def run_sweep(
                 raise UserError(f"{label}: {str(err).splitlines()[0]}") from None
             total = points[group[0]].config.total_steps
             if step >= total and cascade is not None:  # each run's stage inside the authors' cascade
+                from mtcnn_jax.replicas import unstack  # noqa: PLC0415
+
                 host = jax_get(state.params)
-                for n, i in enumerate(group):
-                    params = host if len(group) == 1 else {k: {f: np.asarray(v[n]) for f, v in layer.items()}
-                                                           for k, layer in host.items()}
+                per_run = [host] if len(group) == 1 else unstack(host, len(group))
+                for n, (i, params) in enumerate(zip(group, per_run)):
                     results[n] = dict(results[n], **cascade_ap(settings[i].stage, params, cascade))
                     log(f"  {names[i]}: AP in the authors' cascade " +
                         " / ".join(f"{results[n][k]:.4f}" for k in CASCADE_METRICS))
