@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -48,6 +49,16 @@ def test_write_read_round_trip(tmp_path):
     for code in range(4):
         assert len(by_type[code]) == int((arrays["type"] == code).sum())
         assert (store.types[by_type[code]] == code).all()
+
+
+def test_writing_a_store_leaves_nothing_in_the_temp_folder(tmp_path, monkeypatch):
+    # TFDS made an empty tmp*tfds folder per new store (its bucket lookup) and never removed it.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    store = st.write_store(st.examples_from_arrays(_arrays(20, 12)), tmp_path / "store", "pnet")
+    assert len(store) == 20
+    assert sorted(p.name for p in scratch.iterdir()) == []
 
 
 def test_loaded_store_serves_the_same_examples(tmp_path):

@@ -123,6 +123,15 @@ def _builder_class():
     TFDS registers builder classes by name, so a second definition would clash)."""
     import tensorflow_datasets as tfds
 
+    class LocalInfo(tfds.core.DatasetInfo):
+        """The store's DatasetInfo: a local dataset, never on the TFDS bucket."""
+
+        def initialize_from_bucket(self):
+            # TFDS asks the bucket for a new dataset's metadata: with GCS disabled it finds
+            # nothing, but it makes a temporary folder first and never removes it (one empty
+            # /tmp/tmp*tfds per store written).
+            pass
+
     class MtcnnSamples(tfds.core.GeneratorBasedBuilder):
         """MTCNN training samples of one stage (config name = stage)."""
 
@@ -137,7 +146,7 @@ def _builder_class():
 
         def _info(self):
             size = INPUT_SIZE[self.builder_config.name]
-            return tfds.core.DatasetInfo(
+            return LocalInfo(
                 builder=self,
                 description="MTCNN training samples (mtcnn_jax.data.store)",
                 disable_shuffling=self._ordered,  # keys are 0, 1, ...: the order given
