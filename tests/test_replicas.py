@@ -22,8 +22,8 @@ from mtcnn_jax.settings import TrainSettings
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(script: str, *args: str) -> str:
-    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="2")
+def _run(script: str, *args: str, devices: int = 2) -> str:
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices))
     env.pop("XLA_FLAGS", None)
     r = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=600)
@@ -136,8 +136,12 @@ _LOOP_SCRIPT = textwrap.dedent(
         c.augment.flip, c.augment.colour = True, 0.2
         settings.append(TrainSettings.from_config(c))
     runs = [out / f"r{i}" for i in range(3)]
-    st, _ = replicas.train_replicas(settings, out / "group", runs, progress=False, max_steps=3, data=data)
-    assert int(jax.device_get(st.step)[0]) == 3
+    if sys.argv[2] in ("both", "first"):
+        st, _ = replicas.train_replicas(settings, out / "group", runs, progress=False, max_steps=3, data=data)
+        assert int(jax.device_get(st.step)[0]) == 3
+    if sys.argv[2] == "first":
+        print("OK")
+        sys.exit(0)
     st, val = replicas.train_replicas(settings, out / "group", runs, progress=False, data=data)
     assert int(jax.device_get(st.step)[0]) == 6
     for i, s in enumerate(settings):
@@ -158,7 +162,15 @@ _LOOP_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_train_replicas_equals_separate_runs_and_resumes(tmp_path):
-    _run(_LOOP_SCRIPT, str(tmp_path))
+    _run(_LOOP_SCRIPT, str(tmp_path), "both")
+
+
+@pytest.mark.slow
+def test_replica_group_resumes_on_another_device_count(tmp_path):
+    # Stopped on 2 CPU devices (the replicas split over them), resumed by a process with one device:
+    # the checkpoint is restored into the new mesh and the runs end as separate runs do.
+    _run(_LOOP_SCRIPT, str(tmp_path), "first")
+    _run(_LOOP_SCRIPT, str(tmp_path), "second", devices=1)
 
 
 def test_traced_ohem_count_keeps_the_same_samples_as_a_static_one():
