@@ -306,6 +306,7 @@ def run_sweep(
     n_seeds: Optional[int] = None,
     sequential: bool = False,
     max_replicas: int = 0,
+    split_cpu: bool = False,
 ) -> list[dict]:
     """Train every grid point of ``spec`` under ``workdir``; returns the table rows.
 
@@ -326,6 +327,9 @@ def run_sweep(
     (:func:`mtcnn_jax.runs.check_workdir`: a writable folder, outside every run's
     training data unless ``overwrite``). Interrupted, a sweep keeps its finished
     runs and the checkpoints of the one in progress; the same call resumes it.
+    ``split_cpu`` (the command's choice): when a group trains several replicas, JAX gets one CPU
+    device per core so that they split over the cores (:func:`mtcnn_jax.replicas.split_cpu_devices`;
+    nothing once JAX has started); runs alone keep one device, as ``train``'s.
     """
     from mtcnn_jax import runs, train  # noqa: PLC0415 (jax)
     from mtcnn_jax.settings import TrainSettings  # noqa: PLC0415
@@ -341,6 +345,10 @@ def run_sweep(
     for point in points:  # refuse before training anything
         _check_same_run(point, workdir / point.name)
     groups = [[i] for i in range(len(points))] if sequential else replica_groups(settings, max_replicas)
+    if split_cpu and any(len(g) > 1 for g in groups):
+        from mtcnn_jax.replicas import split_cpu_devices  # noqa: PLC0415
+
+        split_cpu_devices()
     folders = [names[g[0]] if len(g) == 1 else group_name([names[i] for i in g]) for g in groups]
     with runs.interruptible():  # a Ctrl-C lost inside a gc callback still stops the sweep
         for j, (group, folder) in enumerate(zip(groups, folders)):
@@ -626,8 +634,8 @@ def results_plot(rows: Sequence[dict], keys: Sequence[str], metrics: Optional[Se
     done = [r for r in rows if r["status"] == "done"]
     if not done:
         return None
-    keys_in = list(keys)
-    if _over_seeds(keys):  # one point per grid point: the mean over its seeds, its 95% interval as error bars
+    over_seeds = _over_seeds(keys)
+    if over_seeds:  # one point per grid point: the mean over its seeds, its 95% interval as error bars
         keys = [k for k in keys if k != SEED]
         summaries = [s for s in summarize(rows, [*keys, SEED], metrics) if s.n]
         done = [{**s.point, "status": "done", **s.mean, **{f"{m}/err": s.half[m] or 0.0 for m in metrics}}
@@ -654,7 +662,7 @@ def results_plot(rows: Sequence[dict], keys: Sequence[str], metrics: Optional[Se
         if not others:
             curves = [c._replace(label="") for c in curves]
         images.append(plots.line_plot(
-            curves, title=f"val {m}" + (" (mean, 95% CI)" if _over_seeds(keys_in) else ""), xlabel=_ascii(xkey), ylabel=m, xlim=_range(xs),
+            curves, title=f"val {m}" + (" (mean, 95% CI)" if over_seeds else ""), xlabel=_ascii(xkey), ylabel=m, xlim=_range(xs),
             ylim=_range(ys, rows_, _legend(m), panel[1]), size=panel, legend=_legend(m),
         ))
     return _tile(images, min(4, len(images)))

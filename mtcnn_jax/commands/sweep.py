@@ -64,18 +64,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--max-steps must be ≥ 1, got {args.max_steps}")
     if args.max_replicas < 0:
         raise UserError(f"--max-replicas must be ≥ 0, got {args.max_replicas}")
-    if not args.sequential:  # replicas split over the CPU cores (runs alone keep one device, as `train`)
-        from mtcnn_jax.replicas import split_cpu_devices  # noqa: PLC0415
-        from mtcnn_jax.settings import TrainSettings  # noqa: PLC0415
-
-        points = sweep.load_sweep(args.config, args.config_overrides, args.seeds)
-        settings = [TrainSettings.from_config(p.config) for p in points]
-        if any(len(g) > 1 for g in sweep.replica_groups(settings, args.max_replicas)):
-            split_cpu_devices()
     try:
         sweep.run_sweep(args.config, args.workdir, args.config_overrides, max_steps=args.max_steps,
                         progress=not args.no_progress, log=lambda s: print(s, flush=True), overwrite=args.overwrite,
-                        n_seeds=args.seeds, sequential=args.sequential, max_replicas=args.max_replicas)
+                        n_seeds=args.seeds, sequential=args.sequential, max_replicas=args.max_replicas,
+                        split_cpu=True)
     except BrokenPipeError:
         raise
     except OSError as err:  # the workdir went away, the disk is full, ...
