@@ -56,6 +56,7 @@ The plots are drawn with :mod:`mtcnn_jax.evaluation.plots`.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -95,12 +96,27 @@ class Point(NamedTuple):
 # ----------------------------------------------------------------------------- loading
 
 
-def _load_module(path: str):
+@dataclasses.dataclass(frozen=True)
+class SweepFile:
+    """A sweep file loaded once: ``spec`` as given (``"path/to/sweep.py[:arg]"``), its module and ``arg``
+    (None when the spec names none). The helpers below take either this or the spec text."""
+
+    spec: str
+    module: Any
+    arg: Optional[str]
+
+
+def open_sweep(spec: "str | SweepFile") -> SweepFile:
+    """Load the sweep file ``spec`` names (a :class:`SweepFile` is returned as is, so that a caller
+    that runs several helpers loads the file once and every helper sees the same module)."""
+    if isinstance(spec, SweepFile):
+        return spec
+    path, _, arg = spec.partition(":")
     module = config_utils.load_module(path, "sweep")
     for fn in ("get_config", "sweep"):
         if not callable(getattr(module, fn, None)):
             raise UserError(f"{path}: no {fn}(arg) function (a sweep file needs get_config and sweep)")
-    return module
+    return SweepFile(spec, module, arg or None)
 
 
 def _text(value) -> str:
@@ -131,41 +147,38 @@ def run_name(overrides: dict) -> str:
     return name or "base"
 
 
-def sweep_seeds(spec: str, n_seeds: Optional[int] = None) -> Optional[list[int]]:
+def sweep_seeds(spec: "str | SweepFile", n_seeds: Optional[int] = None) -> Optional[list[int]]:
     """The seeds of ``spec``'s sweep: ``n_seeds`` consecutive ones from the base config's seed when given,
     else the sweep file's ``seeds(arg)`` when it has one, else None (one run per grid point, no ``seed`` key)."""
-    path, _, arg = spec.partition(":")
-    module = _load_module(path)
+    sf = open_sweep(spec)
     if n_seeds is not None:
         if n_seeds < 1:
             raise UserError(f"--seeds must be ≥ 1, got {n_seeds}")
-        base = int(module.get_config(arg or None).seed)
+        base = int(sf.module.get_config(sf.arg).seed)
         return list(range(base, base + n_seeds))
-    if not callable(getattr(module, "seeds", None)):
+    if not callable(getattr(sf.module, "seeds", None)):
         return None
-    seeds = [int(s) for s in module.seeds(arg or None)]
+    seeds = [int(s) for s in sf.module.seeds(sf.arg)]
     if not seeds or len(set(seeds)) != len(seeds):
-        raise UserError(f"{spec}: seeds() must return distinct integers")
+        raise UserError(f"{sf.spec}: seeds() must return distinct integers")
     return seeds
 
 
-def sweep_reference(spec: str) -> Optional[dict]:
+def sweep_reference(spec: "str | SweepFile") -> Optional[dict]:
     """The grid point the others are compared with in ``results.md``: the sweep file's ``reference(arg)``
     (swept values, e.g. ``{"ohem_ratio": 1.0}``), or None (the first grid point)."""
-    path, _, arg = spec.partition(":")
-    module = _load_module(path)
-    return dict(module.reference(arg or None)) if callable(getattr(module, "reference", None)) else None
+    sf = open_sweep(spec)
+    return dict(sf.module.reference(sf.arg)) if callable(getattr(sf.module, "reference", None)) else None
 
 
-def sweep_cascade_eval(spec: str, root: str):
+def sweep_cascade_eval(spec: "str | SweepFile", root: str):
     """The :class:`mtcnn_jax.settings.EvalSettings` of the sweep file's ``cascade_eval(arg)`` (a dict of
     its fields but ``root``, which is the runs' ``data.root``), or None when the file has none."""
     from mtcnn_jax.settings import EvalSettings  # noqa: PLC0415
 
-    path, _, arg = spec.partition(":")
-    module = _load_module(path)
-    fn = getattr(module, "cascade_eval", None)
-    fields = fn(arg or None) if callable(fn) else None
+    sf = open_sweep(spec)
+    fn = getattr(sf.module, "cascade_eval", None)
+    fields = fn(sf.arg) if callable(fn) else None
     return None if fields is None else EvalSettings(root=str(root), **dict(fields))
 
 
@@ -179,7 +192,8 @@ def cascade_ap(stage: str, params, eval_settings, progress: bool = False) -> dic
     return {"ap_all": float(ap["all"]), "ap_20": float(ap[">=20"]), "ap_40": float(ap[">=40"])}
 
 
-def load_sweep(spec: str, overrides: Sequence[tuple[str, str]] = (), n_seeds: Optional[int] = None) -> list[Point]:
+def load_sweep(spec: "str | SweepFile", overrides: Sequence[tuple[str, str]] = (),
+               n_seeds: Optional[int] = None) -> list[Point]:
     """``"path/to/sweep.py[:arg]"`` → the grid points, each with its validated config.
 
     ``overrides`` (``[(KEY, VALUE-text), ...]``, as from ``--config.KEY=VALUE``) apply
@@ -187,15 +201,15 @@ def load_sweep(spec: str, overrides: Sequence[tuple[str, str]] = (), n_seeds: Op
     ``n_seeds``, or the file's ``seeds(arg)``) every grid point is run once per
     seed: its overrides get a last key ``seed`` (folders ``ohem_ratio=0.7_seed=3``).
     """
-    path, _, arg = spec.partition(":")
-    module = _load_module(path)
+    sf = open_sweep(spec)
+    spec, module, arg = sf.spec, sf.module, sf.arg
     try:
-        grid = module.sweep(arg or None)
+        grid = module.sweep(arg)
     except ValueError as err:
         raise UserError(f"{spec}: {str(err).splitlines()[0]}") from None
     if not isinstance(grid, (list, tuple)) or not grid or not all(isinstance(g, dict) and g for g in grid):
         raise UserError(f"{spec}: sweep() must return a non-empty list of non-empty override dicts")
-    seeds = sweep_seeds(spec, n_seeds)
+    seeds = sweep_seeds(sf, n_seeds)
     if seeds is not None:
         if any(SEED in g for g in grid):
             raise UserError(f"{spec}: the grid sets {SEED!r}; give seeds with seeds() or --seeds instead")
@@ -203,7 +217,7 @@ def load_sweep(spec: str, overrides: Sequence[tuple[str, str]] = (), n_seeds: Op
     points, seen = [], {}
     for overrides_of_point in grid:
         try:
-            config = module.get_config(arg or None)
+            config = module.get_config(arg)
         except ValueError as err:
             raise UserError(f"{spec}: {str(err).splitlines()[0]}") from None
         for key, text in overrides:
@@ -296,7 +310,7 @@ def _write_result(point: Point, rundir: Path, step: int, metrics: dict, seconds:
 
 
 def run_sweep(
-    spec: str,
+    spec: "str | SweepFile",
     workdir,
     overrides: Sequence[tuple[str, str]] = (),
     max_steps: Optional[int] = None,
@@ -334,12 +348,13 @@ def run_sweep(
     from mtcnn_jax import runs, train  # noqa: PLC0415 (jax)
     from mtcnn_jax.settings import TrainSettings  # noqa: PLC0415
 
-    points = load_sweep(spec, overrides, n_seeds)
-    reference = sweep_reference(spec)
+    sf = open_sweep(spec)  # loaded once: every helper below sees the same module
+    points = load_sweep(sf, overrides, n_seeds)
+    reference = sweep_reference(sf)
     settings = [TrainSettings.from_config(p.config) for p in points]
-    cascade = sweep_cascade_eval(spec, settings[0].data.root)
+    cascade = sweep_cascade_eval(sf, settings[0].data.root)
     workdir = runs.check_workdir(workdir, [f for s in settings for f in train.input_folders(s)], overwrite)
-    files.write_json(workdir / "sweep.json", {"spec": spec, "overrides": [list(o) for o in overrides],
+    files.write_json(workdir / "sweep.json", {"spec": sf.spec, "overrides": [list(o) for o in overrides],
                                              "grid": [p.overrides for p in points]}, indent=2)
     names = [p.name for p in points]
     for point in points:  # refuse before training anything

@@ -317,6 +317,40 @@ def test_seeds_extend_the_grid_and_share_one_cut():
     assert sweep.replica_groups(settings, max_replicas=8) == [list(range(8)), list(range(8, 16)), list(range(16, 20))]
 
 
+def test_a_sweep_file_opened_once_serves_every_helper(tmp_path, monkeypatch):
+    """run_sweep opens the file once; the helpers take the opened file and never load it again,
+    while a spec given as text is loaded afresh each time (a notebook that edits its sweep file sees the edit)."""
+    path = tmp_path / "grid.py"
+    body = textwrap.dedent("""
+        from mtcnn_jax import config_utils
+        def get_config(arg=None):
+            return config_utils.load_config("configs/pnet.py:" + arg)
+        def sweep(arg=None):
+            return [{"ohem_ratio": r} for r in RATIOS]
+        def seeds(arg=None):
+            return [3, 4]
+        def reference(arg=None):
+            return {"ohem_ratio": RATIOS[-1]}
+    """)
+    path.write_text("RATIOS = (1.0, 0.7)\n" + body)
+    opened = sweep.open_sweep(f"{path}:runlocal")
+    assert sweep.open_sweep(opened) is opened
+    path.write_text("RATIOS = (0.5,)\n" + body)  # the edit: the opened file keeps what it read
+    from mtcnn_jax import config_utils
+
+    loaded, load = [], config_utils.load_module
+    monkeypatch.setattr(config_utils, "load_module", lambda p, *a, **k: loaded.append(Path(p)) or load(p, *a, **k))
+    points = sweep.load_sweep(opened)
+    assert [p.name for p in points] == ["ohem_ratio=1_seed=3", "ohem_ratio=1_seed=4",
+                                        "ohem_ratio=0.7_seed=3", "ohem_ratio=0.7_seed=4"]
+    assert {p.config.data.seed for p in points} == {3}
+    assert sweep.sweep_seeds(opened) == [3, 4] and sweep.sweep_seeds(opened, n_seeds=2) == [0, 1]
+    assert sweep.sweep_reference(opened) == {"ohem_ratio": 0.7}
+    assert sweep.sweep_cascade_eval(opened, "/data") is None
+    assert path not in loaded and loaded  # the base configs were loaded, the sweep file never again
+    assert [p.name for p in sweep.load_sweep(f"{path}:runlocal")] == ["ohem_ratio=0.5_seed=3", "ohem_ratio=0.5_seed=4"]
+
+
 def test_recipe_variants_train_a_mini_stage_on_named_mined_samples(tmp_path, data_dir):
     points = sweep.load_sweep("configs/sweeps/ohem.py:rnet")
     c = points[0].config
