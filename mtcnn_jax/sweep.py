@@ -192,14 +192,46 @@ def cascade_ap(stage: str, params, eval_settings, progress: bool = False) -> dic
     return {"ap_all": float(ap["all"]), "ap_20": float(ap[">=20"]), "ap_40": float(ap[">=40"])}
 
 
+def _same_value(value, text: str) -> bool:
+    """Whether the grid value ``value`` is what ``text`` (from ``--only``) names: the same folder-name
+    text (``1`` for 1.0), or the same number."""
+    if _fmt(value) == text or str(value) == text:
+        return True
+    try:
+        return not isinstance(value, (bool, str)) and float(value) == float(text)
+    except (TypeError, ValueError):
+        return False
+
+
+def select_grid(grid: Sequence[dict], only: Sequence[tuple[str, str]], spec: str = "the sweep") -> list[dict]:
+    """The grid points whose swept values match every ``(KEY, "V1,V2,...")`` of ``only`` (as from
+    ``--only KEY=V1,V2``), in grid order. A key the grid does not sweep, or a value no point has,
+    is a :class:`UserError` that lists what the grid has."""
+    kept = list(grid)
+    for key, text in only:
+        have = [g[key] for g in grid if key in g]
+        if not have:
+            swept = sorted({k for g in grid for k in g})
+            raise UserError(f"{spec}: --only {key}=...: the grid does not sweep {key!r} (it sweeps {', '.join(swept)})")
+        wanted = [t.strip() for t in text.split(",") if t.strip()]
+        for t in wanted:
+            if not any(_same_value(v, t) for v in have):
+                values = ", ".join(dict.fromkeys(_fmt(v) for v in have))
+                raise UserError(f"{spec}: --only {key}={t}: no grid point has that value (it has {values})")
+        kept = [g for g in kept if key in g and any(_same_value(g[key], t) for t in wanted)]
+    return kept
+
+
 def load_sweep(spec: "str | SweepFile", overrides: Sequence[tuple[str, str]] = (),
-               n_seeds: Optional[int] = None) -> list[Point]:
+               n_seeds: Optional[int] = None, only: Sequence[tuple[str, str]] = ()) -> list[Point]:
     """``"path/to/sweep.py[:arg]"`` → the grid points, each with its validated config.
 
     ``overrides`` (``[(KEY, VALUE-text), ...]``, as from ``--config.KEY=VALUE``) apply
-    to every point before the point's own overrides. With seeds (:func:`sweep_seeds`:
-    ``n_seeds``, or the file's ``seeds(arg)``) every grid point is run once per
-    seed: its overrides get a last key ``seed`` (folders ``ohem_ratio=0.7_seed=3``).
+    to every point before the point's own overrides. ``only`` (``[(KEY, "V1,V2"), ...]``,
+    as from ``--only``) keeps the grid points with those swept values (:func:`select_grid`).
+    With seeds (:func:`sweep_seeds`: ``n_seeds``, or the file's ``seeds(arg)``) every
+    grid point is run once per seed: its overrides get a last key ``seed`` (folders
+    ``ohem_ratio=0.7_seed=3``).
     """
     sf = open_sweep(spec)
     spec, module, arg = sf.spec, sf.module, sf.arg
@@ -209,6 +241,7 @@ def load_sweep(spec: "str | SweepFile", overrides: Sequence[tuple[str, str]] = (
         raise UserError(f"{spec}: {str(err).splitlines()[0]}") from None
     if not isinstance(grid, (list, tuple)) or not grid or not all(isinstance(g, dict) and g for g in grid):
         raise UserError(f"{spec}: sweep() must return a non-empty list of non-empty override dicts")
+    grid = select_grid(grid, only, spec)
     seeds = sweep_seeds(sf, n_seeds)
     if seeds is not None:
         if any(SEED in g for g in grid):
@@ -321,6 +354,7 @@ def run_sweep(
     sequential: bool = False,
     max_replicas: int = 0,
     split_cpu: bool = False,
+    only: Sequence[tuple[str, str]] = (),
 ) -> list[dict]:
     """Train every grid point of ``spec`` under ``workdir``; returns the table rows.
 
@@ -329,7 +363,7 @@ def run_sweep(
     the group's samples and stacked checkpoints in ``workdir/replicas-<hash>/``,
     each point's log and ``result.json`` in its own folder); ``sequential`` trains
     each point alone with :func:`mtcnn_jax.train.train_and_evaluate` instead.
-    ``n_seeds``: see :func:`load_sweep`.
+    ``n_seeds``, ``only``: see :func:`load_sweep`; ``only`` must keep the sweep's reference point.
 
     Finished runs (``<run>/result.json`` with the same config) are skipped (a
     group whose members have all finished); interrupted ones resume from their
@@ -349,12 +383,16 @@ def run_sweep(
     from mtcnn_jax.settings import TrainSettings  # noqa: PLC0415
 
     sf = open_sweep(spec)  # loaded once: every helper below sees the same module
-    points = load_sweep(sf, overrides, n_seeds)
+    points = load_sweep(sf, overrides, n_seeds, only)
     reference = sweep_reference(sf)
+    if only and reference is not None and not any(
+            all(k in p.overrides and p.overrides[k] == v for k, v in reference.items()) for p in points):
+        ref = "_".join(f"{k}={_fmt(v)}" for k, v in reference.items())
+        raise UserError(f"{sf.spec}: --only leaves out the reference point {ref}, which results.md compares with")
     settings = [TrainSettings.from_config(p.config) for p in points]
     cascade = sweep_cascade_eval(sf, settings[0].data.root)
     workdir = runs.check_workdir(workdir, [f for s in settings for f in train.input_folders(s)], overwrite)
-    files.write_json(workdir / "sweep.json", {"spec": sf.spec, "overrides": [list(o) for o in overrides],
+    files.write_json(workdir / "sweep.json", {"spec": sf.spec, "overrides": [list(o) for o in overrides], "only": [list(o) for o in only],
                                              "grid": [p.overrides for p in points]}, indent=2)
     names = [p.name for p in points]
     for point in points:  # refuse before training anything

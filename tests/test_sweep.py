@@ -205,6 +205,37 @@ def test_cli_max_steps_leaves_runs_unfinished_then_completes(straight, tiny, dat
     assert cli.main(["sweep", "--config", str(tiny), "--workdir", str(workdir), "--max-steps", "0"]) == 2
 
 
+def test_cli_only_runs_the_chosen_grid_points_as_the_full_grid_does(straight, tiny, data_dir, tmp_path, capsys):
+    workdir = tmp_path / "only"
+    assert store.link_sets(straight[0] / NAMES[1] / "samples", workdir / NAMES[1] / "samples")
+    args = ["sweep", "--config", str(tiny), "--workdir", str(workdir), "--no-progress", "--sequential",
+            f"--config.data.root={data_dir}"]
+    assert cli.main(args + ["--only", "ohem_ratio=0.70"]) == 0
+    assert sorted(p.name for p in workdir.iterdir() if p.is_dir()) == [NAMES[1]]  # ohem_ratio=1 never ran
+    assert _csv(workdir) == _csv(straight[0])[1:]  # the point trained exactly as in the whole grid
+    assert json.loads((workdir / "sweep.json").read_text())["only"] == [["ohem_ratio", "0.70"]]
+    capsys.readouterr()
+    for bad, why in [("ohem_ratio", "expected KEY=V1[,V2...]"),
+                     ("alpha.box=1", "the grid does not sweep 'alpha.box' (it sweeps ohem_ratio)"),
+                     ("ohem_ratio=1,0.3", "--only ohem_ratio=0.3: no grid point has that value (it has 1, 0.7)")]:
+        assert cli.main(args + ["--only", bad]) == 2
+        err = capsys.readouterr().err
+        assert why in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_only_must_keep_the_reference_point(tmp_path, data_dir):
+    kept = sweep.select_grid([{"a": 1.0, "b": "x"}, {"a": 0.5, "b": "x"}, {"a": 0.5, "b": "y"}],
+                             [("a", "0.5")])
+    assert kept == [{"a": 0.5, "b": "x"}, {"a": 0.5, "b": "y"}]
+    assert sweep.select_grid(kept, [("b", "y")]) == [{"a": 0.5, "b": "y"}]
+    points = sweep.load_sweep("configs/sweeps/ohem.py:runlocal", only=[("ohem_ratio", "1,0.7")])
+    assert [p.name for p in points][::5] == ["ohem_ratio=1_seed=0", "ohem_ratio=0.7_seed=0"] and len(points) == 10
+    with pytest.raises(UserError, match="--only leaves out the reference point ohem_ratio=1, which results.md"):
+        sweep.run_sweep("configs/sweeps/ohem.py:runlocal", tmp_path / "w", [("data.root", str(data_dir))],
+                        progress=False, log=lambda s: None, only=[("ohem_ratio", "0.7,0.5")])
+    assert not (tmp_path / "w").exists()
+
+
 # ----------------------------------------------------------------------------- seeds, replicas, intervals
 
 

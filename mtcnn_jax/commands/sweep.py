@@ -1,12 +1,14 @@
 """``mtcnn-jax sweep``: train every point of a sweep's grid, then tabulate and plot.
 
     mtcnn-jax sweep --config configs/sweeps/ohem.py[:VARIANT] --workdir DIR
-                    [--seeds N] [--sequential] [--max-replicas K] [--max-steps N]
+                    [--seeds N] [--only KEY=V1,V2 ...] [--sequential] [--max-replicas K] [--max-steps N]
                     [--config.KEY=VALUE ...] [--no-progress] [--overwrite]
 
 Each grid point trains in ``DIR/<key=value_...>/`` (see :mod:`mtcnn_jax.sweep`); with
 seeds (``--seeds N`` or the sweep file's ``seeds()``) once per seed, in
-``DIR/<key=value_..._seed=S>/``. Points that differ only in seed, α or OHEM ratio
+``DIR/<key=value_..._seed=S>/``. ``--only KEY=V1,V2`` runs the grid points whose
+swept KEY has one of those values (e.g. ``--only ohem_ratio=1,0.7``: the paper's pair;
+repeat it for several keys); it must keep the sweep's reference point. Points that differ only in seed, α or OHEM ratio
 train together as replicas in one compiled program (``DIR/replicas-<hash>/`` holds
 their samples and checkpoints; ``--sequential`` trains them one by one).
 Rerunning the same command skips finished runs and resumes interrupted ones from
@@ -39,6 +41,9 @@ def register(subparsers) -> None:
     p.add_argument("--seeds", type=int, default=None, metavar="N",
                    help="run every grid point with N seeds (default: the sweep file's seeds(), 5 for the "
                         "shipped ablations); results.md gives mean ± 95%% interval per grid point")
+    p.add_argument("--only", action="append", default=[], metavar="KEY=V1,V2",
+                   help="run only the grid points whose swept KEY has one of these values, e.g. "
+                        "--only ohem_ratio=1,0.7 (repeat for several keys; the reference point must stay)")
     p.add_argument("--sequential", action="store_true",
                    help="train one run at a time instead of grid points that differ only in seed, alpha or "
                         "OHEM ratio together as replicas in one compiled program")
@@ -62,13 +67,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_steps is not None and args.max_steps < 1:
         raise UserError(f"--max-steps must be ≥ 1, got {args.max_steps}")
+    only = []
+    for item in args.only:
+        key, eq, values = item.partition("=")
+        if not eq or not key.strip() or not values.strip():
+            raise UserError(f"--only {item}: expected KEY=V1[,V2...], e.g. --only ohem_ratio=1,0.7")
+        only.append((key.strip(), values))
     if args.max_replicas < 0:
         raise UserError(f"--max-replicas must be ≥ 0, got {args.max_replicas}")
     try:
         sweep.run_sweep(args.config, args.workdir, args.config_overrides, max_steps=args.max_steps,
                         progress=not args.no_progress, log=lambda s: print(s, flush=True), overwrite=args.overwrite,
                         n_seeds=args.seeds, sequential=args.sequential, max_replicas=args.max_replicas,
-                        split_cpu=True)
+                        split_cpu=True, only=only)
     except BrokenPipeError:
         raise
     except OSError as err:  # the workdir went away, the disk is full, ...
