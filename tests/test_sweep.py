@@ -188,13 +188,18 @@ def test_sigkill_mid_sweep_then_rerun_skips_finished_resumes_and_matches(straigh
     assert _csv(workdir) == _csv(straight[0])
 
 
+def _cli_args(straight, tiny, data_dir, workdir, name):
+    """``mtcnn-jax sweep`` arguments for the tiny grid in ``workdir``, with ``name``'s cut samples
+    linked from ``straight`` (the trainer checks the settings recorded with them)."""
+    assert store.link_sets(straight[0] / name / "samples", workdir / name / "samples")
+    return ["sweep", "--config", str(tiny), "--workdir", str(workdir), "--no-progress", "--sequential",
+            f"--config.data.root={data_dir}"]
+
+
 @pytest.mark.slow
 def test_cli_max_steps_leaves_runs_unfinished_then_completes(straight, tiny, data_dir, tmp_path, capsys):
     workdir = tmp_path / "capped"
-    # reuse the cut samples (the trainer checks the settings recorded with them)
-    assert store.link_sets(straight[0] / NAMES[0] / "samples", workdir / NAMES[0] / "samples")
-    args = ["sweep", "--config", str(tiny), "--workdir", str(workdir), "--no-progress", "--sequential",
-            f"--config.data.root={data_dir}"]
+    args = _cli_args(straight, tiny, data_dir, workdir, NAMES[0])
     assert cli.main(args + ["--max-steps", "100"]) == 0
     table = _csv(workdir)
     assert [(r["status"], r["step"], r["loss"]) for r in table] == [("unfinished", "100", "")] * 2
@@ -205,11 +210,10 @@ def test_cli_max_steps_leaves_runs_unfinished_then_completes(straight, tiny, dat
     assert cli.main(["sweep", "--config", str(tiny), "--workdir", str(workdir), "--max-steps", "0"]) == 2
 
 
+@pytest.mark.slow
 def test_cli_only_runs_the_chosen_grid_points_as_the_full_grid_does(straight, tiny, data_dir, tmp_path, capsys):
     workdir = tmp_path / "only"
-    assert store.link_sets(straight[0] / NAMES[1] / "samples", workdir / NAMES[1] / "samples")
-    args = ["sweep", "--config", str(tiny), "--workdir", str(workdir), "--no-progress", "--sequential",
-            f"--config.data.root={data_dir}"]
+    args = _cli_args(straight, tiny, data_dir, workdir, NAMES[1])
     assert cli.main(args + ["--only", "ohem_ratio=0.70"]) == 0
     assert sorted(p.name for p in workdir.iterdir() if p.is_dir()) == [NAMES[1]]  # ohem_ratio=1 never ran
     assert _csv(workdir) == _csv(straight[0])[1:]  # the point trained exactly as in the whole grid
