@@ -195,12 +195,17 @@ def cascade_ap(stage: str, params, eval_settings, progress: bool = False) -> dic
 def _same_value(value, text: str) -> bool:
     """Whether the grid value ``value`` is what ``text`` (from ``--only``) names: the same folder-name
     text (``1`` for 1.0), or the same number."""
-    if _fmt(value) == text or str(value) == text:
+    if _fmt(value) == text:
         return True
     try:
         return not isinstance(value, (bool, str)) and float(value) == float(text)
     except (TypeError, ValueError):
         return False
+
+
+def _is_point(values: dict, point: dict) -> bool:
+    """Whether a grid point's swept ``values`` are those of ``point`` (e.g. a sweep's reference)."""
+    return all(values.get(k) == v for k, v in point.items())
 
 
 def select_grid(grid: Sequence[dict], only: Sequence[tuple[str, str]], spec: str = "the sweep") -> list[dict]:
@@ -228,7 +233,9 @@ def load_sweep(spec: "str | SweepFile", overrides: Sequence[tuple[str, str]] = (
 
     ``overrides`` (``[(KEY, VALUE-text), ...]``, as from ``--config.KEY=VALUE``) apply
     to every point before the point's own overrides. ``only`` (``[(KEY, "V1,V2"), ...]``,
-    as from ``--only``) keeps the grid points with those swept values (:func:`select_grid`).
+    as from ``--only``) keeps the grid points with those swept values (:func:`select_grid`);
+    it must keep the sweep's reference point (:func:`sweep_reference`), which ``results.md``
+    compares the others with.
     With seeds (:func:`sweep_seeds`: ``n_seeds``, or the file's ``seeds(arg)``) every
     grid point is run once per seed: its overrides get a last key ``seed`` (folders
     ``ohem_ratio=0.7_seed=3``).
@@ -241,7 +248,12 @@ def load_sweep(spec: "str | SweepFile", overrides: Sequence[tuple[str, str]] = (
         raise UserError(f"{spec}: {str(err).splitlines()[0]}") from None
     if not isinstance(grid, (list, tuple)) or not grid or not all(isinstance(g, dict) and g for g in grid):
         raise UserError(f"{spec}: sweep() must return a non-empty list of non-empty override dicts")
-    grid = select_grid(grid, only, spec)
+    if only:
+        grid = select_grid(grid, only, spec)
+        reference = sweep_reference(sf)
+        if reference is not None and not any(_is_point(g, reference) for g in grid):
+            ref = "_".join(f"{k}={_fmt(v)}" for k, v in reference.items())
+            raise UserError(f"{spec}: --only leaves out the reference point {ref}, which results.md compares with")
     seeds = sweep_seeds(sf, n_seeds)
     if seeds is not None:
         if any(SEED in g for g in grid):
@@ -363,7 +375,7 @@ def run_sweep(
     the group's samples and stacked checkpoints in ``workdir/replicas-<hash>/``,
     each point's log and ``result.json`` in its own folder); ``sequential`` trains
     each point alone with :func:`mtcnn_jax.train.train_and_evaluate` instead.
-    ``n_seeds``, ``only``: see :func:`load_sweep`; ``only`` must keep the sweep's reference point.
+    ``n_seeds``, ``only``: see :func:`load_sweep`.
 
     Finished runs (``<run>/result.json`` with the same config) are skipped (a
     group whose members have all finished); interrupted ones resume from their
@@ -385,15 +397,12 @@ def run_sweep(
     sf = open_sweep(spec)  # loaded once: every helper below sees the same module
     points = load_sweep(sf, overrides, n_seeds, only)
     reference = sweep_reference(sf)
-    if only and reference is not None and not any(
-            all(k in p.overrides and p.overrides[k] == v for k, v in reference.items()) for p in points):
-        ref = "_".join(f"{k}={_fmt(v)}" for k, v in reference.items())
-        raise UserError(f"{sf.spec}: --only leaves out the reference point {ref}, which results.md compares with")
     settings = [TrainSettings.from_config(p.config) for p in points]
     cascade = sweep_cascade_eval(sf, settings[0].data.root)
     workdir = runs.check_workdir(workdir, [f for s in settings for f in train.input_folders(s)], overwrite)
-    files.write_json(workdir / "sweep.json", {"spec": sf.spec, "overrides": [list(o) for o in overrides], "only": [list(o) for o in only],
-                                             "grid": [p.overrides for p in points]}, indent=2)
+    files.write_json(workdir / "sweep.json", {"spec": sf.spec, "overrides": [list(o) for o in overrides],
+                                             "only": [list(o) for o in only], "grid": [p.overrides for p in points]},
+                     indent=2)
     names = [p.name for p in points]
     for point in points:  # refuse before training anything
         _check_same_run(point, workdir / point.name)
@@ -578,7 +587,7 @@ def compare(summaries: Sequence[Summary], reference: Optional[dict] = None, metr
 
     metrics = list(summaries[0].mean) if metrics is None else metrics
     ref = summaries[0] if reference is None else next(
-        (s for s in summaries if all(s.point.get(k) == v for k, v in reference.items())), None)
+        (s for s in summaries if _is_point(s.point, reference)), None)
     if ref is None:
         raise UserError(f"reference point {reference} is not in the grid")
     out = []
