@@ -167,20 +167,38 @@ def _max_along_fwd(x, window, stride, axis):
 
 
 def _max_along_bwd(window, stride, axis, res, g):
+    """The gradient to the first maximum of each window, gathered rather than scattered.
+
+    Input cell ``p = q·stride + r`` is cell ``i = r + m·stride`` of window ``q - m``
+    for every ``m ≥ 0`` with ``i < window``, so the cells of one residue ``r`` take
+    ``Σ_m g[q - m]·[window q - m's first maximum is its cell r + m·stride]``: a few
+    shifted copies of the window-sized gradient, added; the ``stride`` residues are
+    then interleaved. (Padding each window's share back into place and adding
+    them, the plain transpose, costs a quarter more of the O-Net step.)
+    """
     x, y = res
-    n = x.shape[axis]
-    dx, taken = None, None
-    for i, s in enumerate(_slices(x, window, stride, axis)):
+    n, n_out = x.shape[axis], y.shape[axis]
+    shares, taken = [], None
+    for s in _slices(x, window, stride, axis):
         hit = s == y
         if taken is not None:
             hit = hit & ~taken
         taken = hit if taken is None else taken | hit
-        end = i + (s.shape[axis] - 1) * stride + 1
-        config = [(0, 0, 0)] * x.ndim
-        config[axis] = (i, n - end, stride - 1)
-        part = jax.lax.pad(jnp.where(hit, g, 0.0), jnp.zeros((), g.dtype), config)
-        dx = part if dx is None else dx + part
-    return (dx,)
+        shares.append(jnp.where(hit, g, 0.0))
+    per_residue = -(-n // stride)
+    residues = []
+    for r in range(stride):
+        total = None
+        for m in range((window - 1 - r) // stride + 1):
+            widths = [(0, 0)] * x.ndim
+            widths[axis] = (m, per_residue - n_out - m)
+            part = jnp.pad(shares[r + m * stride], widths)
+            total = part if total is None else total + part
+        residues.append(total)
+    shape = list(x.shape)
+    shape[axis] = per_residue * stride
+    dx = jnp.stack(residues, axis=axis + 1).reshape(shape)
+    return (jax.lax.slice_in_dim(dx, 0, n, axis=axis),)
 
 
 _max_along.defvjp(_max_along_fwd, _max_along_bwd)

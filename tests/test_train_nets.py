@@ -94,6 +94,20 @@ def test_max_pool_gradient_by_hand():
     np.testing.assert_array_equal(dt[0, :, :, 0], [[5, 0], [0, 0]])
 
 
+def test_overlapping_max_pool_gradient_by_hand():
+    """3×3 / 2 pooling of a 3×5 map: one row of windows, cols {0,1,2} and {2,3,4}, sharing col 2. A cell
+    that is the maximum of both windows takes both gradients; otherwise each goes to its own maximum."""
+    x = jnp.array([[1.0, 2.0, 3.0, 0.0, 1.0], [0.0, 4.0, 9.0, 5.0, 2.0], [3.0, 1.0, 2.0, 8.0, 7.0]])[None, :, :, None]
+    g = jnp.array([[1.0, 2.0]])[None, :, :, None]
+    y, vjp = jax.vjp(lambda v: train_nets.max_pool_ceil(v, 3, 2), x)
+    np.testing.assert_array_equal(y[0, :, :, 0], [[9.0, 9.0]])
+    np.testing.assert_array_equal(vjp(g)[0][0, :, :, 0], [[0, 0, 0, 0, 0], [0, 0, 3, 0, 0], [0, 0, 0, 0, 0]])
+    x2 = x.at[0, 2, 3, 0].set(10.0)
+    y2, vjp2 = jax.vjp(lambda v: train_nets.max_pool_ceil(v, 3, 2), x2)
+    np.testing.assert_array_equal(y2[0, :, :, 0], [[9.0, 10.0]])
+    np.testing.assert_array_equal(vjp2(g)[0][0, :, :, 0], [[0, 0, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 2, 0]])
+
+
 def test_chunk_bounds_by_hand():
     assert train_nets.chunk_bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]
     assert train_nets.chunk_bounds(448, 64) == [(i, i + 64) for i in range(0, 448, 64)]
