@@ -24,7 +24,12 @@ interrupted one (training from its latest Orbax checkpoint; a sample store that
 was completely written is reused, TFDS writes it atomically). A sample store
 found damaged when it is read (:class:`mtcnn_jax.data.store.StoreDamaged`) is
 deleted and cut or mined again, saying so in one line; the samples are
-deterministic, so the result is the same. Each trained step
+deterministic, so the result is the same. Each step also records, when it starts,
+the settings its result depends on (``settings.json``: :func:`step_settings`); a
+rerun whose config changes any of them for a step already in the work directory
+is refused in one line that names the settings and the steps that can be copied
+to a new work directory (:func:`check_step_settings`), so a changed config never
+quietly reuses, or resumes, what other settings made. Each trained step
 also writes ``<stage>/params.msgpack``; the ``calibrate`` step writes the whole
 cascade to ``<workdir>/params.msgpack``, which ``MTCNN(weights=workdir)`` and ``mtcnn-jax
 detect --weights workdir`` load. ``summary.json`` gathers every step's summary
@@ -59,6 +64,26 @@ from mtcnn_jax.models import INPUT_SIZE
 from mtcnn_jax.settings import CascadeSettings, EvalSettings, MiningSettings, TrainSettings
 
 STEPS = ("pnet_samples", "pnet", "rnet_samples", "rnet", "onet_samples", "onet", "calibrate", "eval")
+
+#: The config's top-level keys each step's result depends on, its own and those of the steps before it
+#: (R-Net's samples are mined with the trained P-Net, and so on). Conservative: a step reads only part of
+#: a stage's config (mining reads R-Net's sample counts, not its optimizer), but all of it counts.
+STEP_KEYS = {
+    "pnet_samples": ("seed", "pnet"),
+    "pnet": ("seed", "pnet"),
+    "rnet_samples": ("seed", "pnet", "mining", "rnet"),
+    "rnet": ("seed", "pnet", "mining", "rnet"),
+    "onet_samples": ("seed", "pnet", "mining", "rnet", "onet"),
+    "onet": ("seed", "pnet", "mining", "rnet", "onet"),
+    "calibrate": ("seed", "pnet", "mining", "rnet", "onet", "calibration", "eval"),
+    "eval": ("seed", "pnet", "mining", "rnet", "onet", "calibration", "eval"),
+}
+#: Settings that do not change what a step makes: where the data lies, how often a stage logs,
+#: evaluates and checkpoints, how many checkpoints it keeps, batch sizes of evaluation, loader workers.
+NEUTRAL_KEYS = frozenset({"data_root", "root", "workers", "log_every", "eval_every", "checkpoint_every",
+                          "keep_checkpoints", "eval_batch_size"})
+#: The settings a step was made with, in its folder (written when the step starts).
+SETTINGS_FILE = "settings.json"
 
 
 # ----------------------------------------------------------------------------- config
@@ -124,6 +149,66 @@ def read_done(workdir, step: str) -> Optional[dict]:
 
 
 # ----------------------------------------------------------------------------- steps
+
+
+def step_settings(config, step: str) -> dict:
+    """``{"pnet.optimizer.learning_rate": 0.01, ...}``: the settings ``step``'s result depends on
+    (:data:`STEP_KEYS`, less :data:`NEUTRAL_KEYS`), flattened to dotted keys, values as JSON has them."""
+    full = json.loads(config.to_json())
+    flat: dict = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k not in NEUTRAL_KEYS:
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = value
+
+    for key in STEP_KEYS[step]:
+        if key in full:
+            walk(key, full[key])
+    return flat
+
+
+def settings_change(made: dict, now: dict) -> list:
+    """``["rnet.alpha.landmarks: 0.5 -> 0.0", ...]``: the settings that differ (a key one side lacks
+    shows as ``(none)``), sorted."""
+    keys = sorted(set(made) | set(now))
+    missing = "(none)"
+    return [f"{k}: {json.dumps(made.get(k, missing))} -> {json.dumps(now.get(k, missing))}"
+            for k in keys if made.get(k, missing) != now.get(k, missing)]
+
+
+def check_step_settings(config, workdir: Path) -> None:
+    """Refuse, in one line, a work directory whose steps were made with other settings than ``config``.
+
+    A rerun skips finished steps and resumes an interrupted one; with a changed
+    config that would quietly keep what the old settings made (or mix the two).
+    Each step records its settings when it starts (:data:`SETTINGS_FILE`); a step
+    folder without that record (made before it was kept) is taken as it is.
+    """
+    same = []
+    for step in STEPS:
+        path = workdir / step / SETTINGS_FILE
+        try:
+            made = json.loads(path.read_text())
+            if not isinstance(made, dict):
+                raise ValueError
+        except FileNotFoundError:
+            same.append(step)
+            continue
+        except (OSError, ValueError):
+            raise UserError(f"{path} is damaged: cannot tell which settings {step} was made with "
+                            f"(delete {workdir / step} to make it again)") from None
+        change = settings_change(made, step_settings(config, step))
+        if change:
+            shown = "; ".join(change[:3]) + (f"; and {len(change) - 3} more" if len(change) > 3 else "")
+            reuse = (f" (copy {', '.join(same)} there to reuse {'them' if len(same) > 1 else 'it'}: "
+                     "made with the same settings)" if same else "")
+            raise UserError(f"{workdir / step} was made with other settings than this config ({shown}): "
+                            f"run it in a new --workdir{reuse}")
+        same.append(step)
 
 
 def _pnet_samples(cs: CascadeSettings, workdir: Path, progress: bool) -> dict:
@@ -463,6 +548,7 @@ def train_cascade(config, workdir, progress: bool = True, log: Optional[Callable
 
     cs = cascade_settings(config)
     workdir = check_workdir(workdir, input_folders(cs), overwrite)
+    check_step_settings(config, workdir)
     files.write_atomically(workdir / "config.json", config.to_json(indent=2) + "\n")
     log = log or (lambda s: None)
     summary = {}
@@ -470,6 +556,7 @@ def train_cascade(config, workdir, progress: bool = True, log: Optional[Callable
     def run_step(step: str) -> None:
         """Run ``step`` and record it as done (its ``done.json`` written last, atomically)."""
         (workdir / step).mkdir(parents=True, exist_ok=True)
+        files.write_json(workdir / step / SETTINGS_FILE, step_settings(config, step), sort_keys=True)
         t0 = time.time()
         result = runners[step]()
         result["seconds"] = time.time() - t0

@@ -266,3 +266,58 @@ def test_cli_stop_after_leaves_later_steps_for_the_next_call(tmp_path, data_dir,
     assert f"stopped after pnet_samples: {work}/pnet_samples" in capsys.readouterr().out
     assert cli.main(args + ["--stop-after", "rnet_sample"]) == 2
     assert "--stop-after: unknown step 'rnet_sample' (one of pnet_samples, pnet," in capsys.readouterr().err
+
+
+def test_step_settings_by_hand():
+    """A step's settings are the config keys its result depends on, dotted, less the neutral ones."""
+    config = cmd.load("configs/cascade.py:tiny", [])
+    pnet = recipe.step_settings(config, "pnet_samples")
+    assert pnet["seed"] == 0 and pnet["pnet.total_steps"] == 400 and pnet["pnet.alpha.landmarks"] == 0.5
+    assert "pnet.log_every" not in pnet and "pnet.data.root" not in pnet and "data_root" not in pnet
+    assert not any(k.startswith(("rnet.", "mining.", "eval.")) for k in pnet)
+    onet = recipe.step_settings(config, "onet")
+    assert onet["mining.pnet_threshold"] == 0.6 and onet["onet.alpha.landmarks"] == 1.0
+    assert not any(k.startswith("eval.") for k in onet)
+    assert recipe.step_settings(config, "eval")["eval.thresholds"] == [0.6, 0.7, 0.7]
+    assert recipe.settings_change({"a": 1, "b": [1, 2]}, {"a": 1.5, "c": "x"}) == [
+        'a: 1 -> 1.5', 'b: [1, 2] -> "(none)"', 'c: "(none)" -> "x"']
+
+
+def test_rerun_with_other_settings_is_refused(tmp_path, capsys):
+    """A step made with other settings is neither skipped nor resumed: the rerun stops in one line that
+    names the step and the setting; a change that no made step depends on, or a neutral one, runs."""
+    root = _data_root(tmp_path)
+    over = [("data_root", str(root)), ("pnet.data.wider", "wider"), ("pnet.data.landmarks", "lm"),
+            ("pnet.data.landmark_list", "list.txt"), ("pnet.data.val_every", "3")]
+    work = tmp_path / "work"
+    recipe.train_cascade(cmd.load("configs/cascade.py:tiny", over), work, progress=False, log=None,
+                         stop_after="pnet_samples")
+    made = json.loads((work / "pnet_samples" / recipe.SETTINGS_FILE).read_text())
+    assert made["pnet.total_steps"] == 400
+    stamp = (work / "pnet_samples" / "done.json").stat().st_mtime_ns
+
+    changed = cmd.load("configs/cascade.py:tiny", over + [("pnet.total_steps", "500")])
+    with pytest.raises(UserError) as err:
+        recipe.train_cascade(changed, work, progress=False, log=None, stop_after="pnet_samples")
+    assert str(err.value) == (f"{work / 'pnet_samples'} was made with other settings than this config "
+                              "(pnet.total_steps: 400 -> 500): run it in a new --workdir")
+    assert (work / "pnet_samples" / "done.json").stat().st_mtime_ns == stamp  # nothing was touched
+
+    # R-Net's settings and P-Net's logging do not touch the P-Net samples: they are reused as they are.
+    logs: list = []
+    fine = cmd.load("configs/cascade.py:tiny", over + [("rnet.alpha.landmarks", "0"), ("pnet.log_every", "7")])
+    recipe.train_cascade(fine, work, progress=False, log=logs.append, stop_after="pnet_samples")
+    assert logs == [logs[0]] and logs[0].startswith("pnet_samples: done before")
+
+    # The CLI says the same in one line and exits non-zero.
+    capsys.readouterr()
+    args = ["train-cascade", "--config", "configs/cascade.py:tiny", "--workdir", str(work), "--no-progress",
+            "--stop-after", "pnet_samples", "--config.pnet.total_steps=500"]
+    args += [f"--config.{k}={v}" for k, v in over]
+    assert cli.main(args) != 0
+    out = capsys.readouterr()
+    assert out.err.strip().splitlines() == [f"mtcnn-jax: {err.value}"]
+
+    (work / "pnet_samples" / recipe.SETTINGS_FILE).write_text("{not json")
+    with pytest.raises(UserError, match="settings.json is damaged: cannot tell which settings pnet_samples"):
+        recipe.train_cascade(changed, work, progress=False, log=None, stop_after="pnet_samples")
