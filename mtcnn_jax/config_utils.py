@@ -352,6 +352,48 @@ def _keys(c: ml_collections.ConfigDict, prefix: str = "") -> dict:
     return out
 
 
+#: Settings that do not change what a training run or recipe step makes: where the data lies, how
+#: often a run logs, evaluates and checkpoints, how many checkpoints it keeps, the evaluation batch,
+#: loader workers. A rerun may change these and still resume (:func:`settings_change`).
+NEUTRAL_KEYS = frozenset({"data_root", "root", "workers", "log_every", "eval_every", "checkpoint_every",
+                          "keep_checkpoints", "eval_batch_size"})
+
+
+def flat_settings(tree: Any, keys: Optional[Iterable[str]] = None) -> dict:
+    """``{"optimizer.learning_rate": 0.01, ...}``: the JSON-plain nested dict ``tree`` (``keys``: only
+    these top-level keys) flattened to dotted keys, less :data:`NEUTRAL_KEYS` at any depth."""
+    flat: dict = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k not in NEUTRAL_KEYS:
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = value
+
+    for key in tree if keys is None else keys:
+        if key in tree and key not in NEUTRAL_KEYS:
+            walk(key, tree[key])
+    return flat
+
+
+def settings_change(made: dict, now: dict) -> list:
+    """``["rnet.alpha.landmarks: 0.5 -> 0.0", ...]``: the flat settings that differ, sorted (a key one
+    side lacks shows as ``"(none)"``)."""
+    import json  # noqa: PLC0415
+
+    missing = "(none)"
+    return [f"{k}: {json.dumps(made.get(k, missing))} -> {json.dumps(now.get(k, missing))}"
+            for k in sorted(set(made) | set(now)) if made.get(k, missing) != now.get(k, missing)]
+
+
+def describe_change(change: Sequence[str], shown: int = 3) -> str:
+    """The first ``shown`` entries of :func:`settings_change`, and how many more."""
+    more = f"; and {len(change) - shown} more" if len(change) > shown else ""
+    return "; ".join(change[:shown]) + more
+
+
 def _fail(key: str, value: Any, why: str) -> NoReturn:
     raise UserError(f"invalid value for config.{key}: {value!r} ({why})")
 

@@ -78,10 +78,6 @@ STEP_KEYS = {
     "calibrate": ("seed", "pnet", "mining", "rnet", "onet", "calibration", "eval"),
     "eval": ("seed", "pnet", "mining", "rnet", "onet", "calibration", "eval"),
 }
-#: Settings that do not change what a step makes: where the data lies, how often a stage logs,
-#: evaluates and checkpoints, how many checkpoints it keeps, batch sizes of evaluation, loader workers.
-NEUTRAL_KEYS = frozenset({"data_root", "root", "workers", "log_every", "eval_every", "checkpoint_every",
-                          "keep_checkpoints", "eval_batch_size"})
 #: The settings a step was made with, in its folder (written when the step starts).
 SETTINGS_FILE = "settings.json"
 
@@ -153,31 +149,9 @@ def read_done(workdir, step: str) -> Optional[dict]:
 
 def step_settings(config, step: str) -> dict:
     """``{"pnet.optimizer.learning_rate": 0.01, ...}``: the settings ``step``'s result depends on
-    (:data:`STEP_KEYS`, less :data:`NEUTRAL_KEYS`), flattened to dotted keys, values as JSON has them."""
-    full = json.loads(config.to_json())
-    flat: dict = {}
-
-    def walk(prefix: str, value) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                if k not in NEUTRAL_KEYS:
-                    walk(f"{prefix}.{k}" if prefix else k, v)
-        else:
-            flat[prefix] = value
-
-    for key in STEP_KEYS[step]:
-        if key in full:
-            walk(key, full[key])
-    return flat
-
-
-def settings_change(made: dict, now: dict) -> list:
-    """``["rnet.alpha.landmarks: 0.5 -> 0.0", ...]``: the settings that differ (a key one side lacks
-    shows as ``(none)``), sorted."""
-    keys = sorted(set(made) | set(now))
-    missing = "(none)"
-    return [f"{k}: {json.dumps(made.get(k, missing))} -> {json.dumps(now.get(k, missing))}"
-            for k in keys if made.get(k, missing) != now.get(k, missing)]
+    (:data:`STEP_KEYS`, less :data:`mtcnn_jax.config_utils.NEUTRAL_KEYS`), flattened to dotted keys,
+    values as JSON has them."""
+    return config_utils.flat_settings(json.loads(config.to_json()), STEP_KEYS[step])
 
 
 def check_step_settings(config, workdir: Path) -> None:
@@ -201,9 +175,9 @@ def check_step_settings(config, workdir: Path) -> None:
         except (OSError, ValueError):
             raise UserError(f"{path} is damaged: cannot tell which settings {step} was made with "
                             f"(delete {workdir / step} to make it again)") from None
-        change = settings_change(made, step_settings(config, step))
+        change = config_utils.settings_change(made, step_settings(config, step))
         if change:
-            shown = "; ".join(change[:3]) + (f"; and {len(change) - 3} more" if len(change) > 3 else "")
+            shown = config_utils.describe_change(change)
             reuse = (f" (copy {', '.join(same)} there to reuse {'them' if len(same) > 1 else 'it'}: "
                      "made with the same settings)" if same else "")
             raise UserError(f"{workdir / step} was made with other settings than this config ({shown}): "

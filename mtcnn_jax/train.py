@@ -438,6 +438,37 @@ def input_folders(settings: TrainSettings) -> list:
     return data_folders(settings.data) + ([Path(settings.samples)] if settings.samples else [])
 
 
+def check_same_run(workdir: Path, config: TrainSettings) -> None:
+    """Refuse, in one line, to resume in ``workdir`` a run that was started with other settings.
+
+    A rerun restores the latest checkpoint and goes on; under a changed config
+    (another learning rate, α, batch, number of steps) that would finish a run
+    that is neither the old one nor the new one. Only the settings that change
+    what the run makes count (:data:`mtcnn_jax.config_utils.NEUTRAL_KEYS` may
+    change); a folder without checkpoints has nothing to resume.
+    """
+    import json  # noqa: PLC0415
+
+    from mtcnn_jax import config_utils, files  # noqa: PLC0415
+    from mtcnn_jax.errors import UserError  # noqa: PLC0415
+
+    path, checkpoints = Path(workdir) / "config.json", Path(workdir) / CHECKPOINTS_DIR
+    if not path.is_file() or not (checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+        return
+    try:
+        made = json.loads(path.read_text())
+        if not isinstance(made, dict):
+            raise ValueError
+    except (OSError, ValueError):
+        raise UserError(f"{path} is damaged: cannot tell which settings the run in {workdir} was started with "
+                        f"(delete {checkpoints} to start it again)") from None
+    now = json.loads(json.dumps(files.json_ready(config.to_dict())))
+    change = config_utils.settings_change(config_utils.flat_settings(made), config_utils.flat_settings(now))
+    if change:
+        raise UserError(f"{workdir} holds a run started with other settings ({config_utils.describe_change(change)}): "
+                        f"a rerun would resume it; use a new --workdir, or delete {checkpoints} to start it again")
+
+
 def train_and_evaluate(config, workdir, init: str = "scratch", progress: bool = True,
                        max_steps: Optional[int] = None, data: Optional[tuple] = None, overwrite: bool = False):
     """Train ``config.stage`` on samples cut per ``config.data``; returns ``(state, val_metrics)``.
@@ -456,7 +487,7 @@ def train_and_evaluate(config, workdir, init: str = "scratch", progress: bool = 
 
     Rerun on the same workdir, it restores the latest checkpoint and continues;
     batches depend only on (seed, step), so the result equals an uninterrupted
-    run's. ``init="pretrained"`` starts from the authors' weights
+    run's. A rerun with other settings is refused (:func:`check_same_run`). ``init="pretrained"`` starts from the authors' weights
     (:func:`mtcnn_jax.pretrained.load_pretrained`), keeping fresh heads they lack.
     ``max_steps`` stops early (after that many steps of this call; testing).
     ``data=(train_set, val_set)`` trains on given sample sets (dicts of arrays as
@@ -491,6 +522,7 @@ def _train_and_evaluate(config, workdir, init: str, progress: bool, max_steps: O
     stage = config.stage
     mesh = make_mesh()
     config_utils.check_batch_fits(config, mesh.size, jax.process_count())
+    check_same_run(workdir, config)
     if main:
         files.write_json(workdir / "config.json", config.to_dict(), indent=2)
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from mtcnn_jax import cli
+from mtcnn_jax import cli, config_utils
 from mtcnn_jax import recipe
 from mtcnn_jax.commands import train_cascade as cmd
 from mtcnn_jax.data import store
@@ -279,7 +279,7 @@ def test_step_settings_by_hand():
     assert onet["mining.pnet_threshold"] == 0.6 and onet["onet.alpha.landmarks"] == 1.0
     assert not any(k.startswith("eval.") for k in onet)
     assert recipe.step_settings(config, "eval")["eval.thresholds"] == [0.6, 0.7, 0.7]
-    assert recipe.settings_change({"a": 1, "b": [1, 2]}, {"a": 1.5, "c": "x"}) == [
+    assert config_utils.settings_change({"a": 1, "b": [1, 2]}, {"a": 1.5, "c": "x"}) == [
         'a: 1 -> 1.5', 'b: [1, 2] -> "(none)"', 'c: "(none)" -> "x"']
 
 

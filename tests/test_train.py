@@ -347,3 +347,41 @@ def test_workdir_keeps_its_cut_samples_and_cuts_again_when_the_settings_change(t
     train.cut_samples(dataclasses.replace(other, seed=3), tmp_path, write=False)  # another host: cut, not written
     assert made[-1] == (7, 12, 3)
     assert json.loads((tmp_path / "samples" / "settings.json").read_text())["seed"] == 0
+
+
+def test_resuming_a_run_started_with_other_settings_is_refused(data_dir, tmp_path, capsys):
+    """A workdir with checkpoints resumes only under the settings it was started with; logging and data
+    paths may change. Checked before anything is cut or trained (a fake checkpoint folder suffices)."""
+    import json  # noqa: PLC0415
+
+    from mtcnn_jax import cli, config_utils, files  # noqa: PLC0415
+    from mtcnn_jax.errors import UserError  # noqa: PLC0415
+
+    over = _SMALL + [("data.root", str(data_dir))]
+    config = TrainSettings.of(config_utils.get("configs/pnet.py:runlocal", over))
+    work = tmp_path / "w"
+    (work / train.CHECKPOINTS_DIR / "100").mkdir(parents=True)
+    files.write_json(work / "config.json", config.to_dict(), indent=2)
+    train.check_same_run(work, config)  # the same settings: resumes
+    train.check_same_run(work, TrainSettings.of(config_utils.get("configs/pnet.py:runlocal", over + [
+        ("log_every", "7"), ("eval_every", "50"), ("data.root", str(tmp_path))])))
+    faster = TrainSettings.of(config_utils.get("configs/pnet.py:runlocal", over + [("optimizer.learning_rate", "0.5")]))
+    with pytest.raises(UserError) as err:
+        train.check_same_run(work, faster)
+    assert str(err.value) == (
+        f"{work} holds a run started with other settings (optimizer.learning_rate: "
+        f"{json.dumps(config.optimizer.learning_rate)} -> 0.5): a rerun would resume it; use a new --workdir, "
+        f"or delete {work / train.CHECKPOINTS_DIR} to start it again")
+    # Without checkpoints there is nothing to resume.
+    (work / train.CHECKPOINTS_DIR / "100").rmdir()
+    train.check_same_run(work, faster)
+    (work / train.CHECKPOINTS_DIR / "100").mkdir()
+
+    # Through the command line: one line, a non-zero exit, the run's config.json untouched.
+    before = (work / "config.json").read_text()
+    capsys.readouterr()
+    args = ["train", "--config", "configs/pnet.py:runlocal", "--workdir", str(work), "--no-progress"]
+    args += [f"--config.{k}={v}" for k, v in over + [("optimizer.learning_rate", "0.5")]]
+    assert cli.main(args) != 0
+    assert capsys.readouterr().err.strip().splitlines() == [f"mtcnn-jax: {err.value}"]
+    assert (work / "config.json").read_text() == before
