@@ -361,7 +361,8 @@ NEUTRAL_KEYS = frozenset({"data_root", "root", "workers", "log_every", "eval_eve
 
 def flat_settings(tree: Any, keys: Optional[Iterable[str]] = None) -> dict:
     """``{"optimizer.learning_rate": 0.01, ...}``: the JSON-plain nested dict ``tree`` (``keys``: only
-    these top-level keys) flattened to dotted keys, less :data:`NEUTRAL_KEYS` at any depth."""
+    these keys, dotted paths such as ``"rnet.data"`` allowed) flattened to dotted keys, less
+    :data:`NEUTRAL_KEYS` at any depth."""
     flat: dict = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -373,8 +374,14 @@ def flat_settings(tree: Any, keys: Optional[Iterable[str]] = None) -> dict:
             flat[prefix] = value
 
     for key in tree if keys is None else keys:
-        if key in tree and key not in NEUTRAL_KEYS:
-            walk(key, tree[key])
+        value, found = tree, True
+        for part in key.split("."):
+            found = isinstance(value, dict) and part in value and part not in NEUTRAL_KEYS
+            if not found:
+                break
+            value = value[part]
+        if found:
+            walk(key, value)
     return flat
 
 

@@ -65,15 +65,15 @@ from mtcnn_jax.settings import CascadeSettings, EvalSettings, MiningSettings, Tr
 
 STEPS = ("pnet_samples", "pnet", "rnet_samples", "rnet", "onet_samples", "onet", "calibrate", "eval")
 
-#: The config's top-level keys each step's result depends on, its own and those of the steps before it
-#: (R-Net's samples are mined with the trained P-Net, and so on). Conservative: a step reads only part of
-#: a stage's config (mining reads R-Net's sample counts, not its optimizer), but all of it counts.
+#: The config keys each step's result depends on: its own and those of the steps before it (R-Net's
+#: samples are mined by the trained P-Net, and so on). A stage's samples read only its ``data`` settings
+#: (and the seed); its training reads the whole stage config.
 STEP_KEYS = {
-    "pnet_samples": ("seed", "pnet"),
+    "pnet_samples": ("seed", "pnet.data"),
     "pnet": ("seed", "pnet"),
-    "rnet_samples": ("seed", "pnet", "mining", "rnet"),
+    "rnet_samples": ("seed", "pnet", "mining", "rnet.data"),
     "rnet": ("seed", "pnet", "mining", "rnet"),
-    "onet_samples": ("seed", "pnet", "mining", "rnet", "onet"),
+    "onet_samples": ("seed", "pnet", "mining", "rnet", "onet.data"),
     "onet": ("seed", "pnet", "mining", "rnet", "onet"),
     "calibrate": ("seed", "pnet", "mining", "rnet", "onet", "calibration", "eval"),
     "eval": ("seed", "pnet", "mining", "rnet", "onet", "calibration", "eval"),

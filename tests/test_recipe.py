@@ -271,10 +271,15 @@ def test_cli_stop_after_leaves_later_steps_for_the_next_call(tmp_path, data_dir,
 def test_step_settings_by_hand():
     """A step's settings are the config keys its result depends on, dotted, less the neutral ones."""
     config = cmd.load("configs/cascade.py:tiny", [])
-    pnet = recipe.step_settings(config, "pnet_samples")
-    assert pnet["seed"] == 0 and pnet["pnet.total_steps"] == 400 and pnet["pnet.alpha.landmarks"] == 0.5
-    assert "pnet.log_every" not in pnet and "pnet.data.root" not in pnet and "data_root" not in pnet
-    assert not any(k.startswith(("rnet.", "mining.", "eval.")) for k in pnet)
+    cut = recipe.step_settings(config, "pnet_samples")
+    assert cut["seed"] == 0 and cut["pnet.data.wider"] == "widerface_train_mini" and "pnet.data.root" not in cut
+    assert not any(k.startswith(("rnet.", "mining.", "eval.", "pnet.optimizer.")) for k in cut)
+    pnet = recipe.step_settings(config, "pnet")
+    assert pnet["pnet.total_steps"] == 400 and pnet["pnet.alpha.landmarks"] == 0.5 and "pnet.log_every" not in pnet
+    assert "data_root" not in pnet and set(cut) < set(pnet)
+    mined = recipe.step_settings(config, "onet_samples")
+    assert mined["rnet.optimizer.name"] == "adam" and "onet.data.crops_per_face" in mined
+    assert "onet.total_steps" not in mined  # O-Net's training does not change its samples
     onet = recipe.step_settings(config, "onet")
     assert onet["mining.pnet_threshold"] == 0.6 and onet["onet.alpha.landmarks"] == 1.0
     assert not any(k.startswith("eval.") for k in onet)
@@ -293,27 +298,28 @@ def test_rerun_with_other_settings_is_refused(tmp_path, capsys):
     recipe.train_cascade(cmd.load("configs/cascade.py:tiny", over), work, progress=False, log=None,
                          stop_after="pnet_samples")
     made = json.loads((work / "pnet_samples" / recipe.SETTINGS_FILE).read_text())
-    assert made["pnet.total_steps"] == 400
+    assert made["pnet.data.val_every"] == 3 and "pnet.total_steps" not in made
     stamp = (work / "pnet_samples" / "done.json").stat().st_mtime_ns
 
-    changed = cmd.load("configs/cascade.py:tiny", over + [("pnet.total_steps", "500")])
+    changed = cmd.load("configs/cascade.py:tiny", over + [("pnet.data.val_every", "4")])
     with pytest.raises(UserError) as err:
         recipe.train_cascade(changed, work, progress=False, log=None, stop_after="pnet_samples")
     assert str(err.value) == (f"{work / 'pnet_samples'} was made with other settings than this config "
-                              "(pnet.total_steps: 400 -> 500): run it in a new --workdir")
+                              "(pnet.data.val_every: 3 -> 4): run it in a new --workdir")
     assert (work / "pnet_samples" / "done.json").stat().st_mtime_ns == stamp  # nothing was touched
 
-    # R-Net's settings and P-Net's logging do not touch the P-Net samples: they are reused as they are.
+    # P-Net's training and logging and R-Net's settings do not touch the P-Net samples: they are reused.
     logs: list = []
-    fine = cmd.load("configs/cascade.py:tiny", over + [("rnet.alpha.landmarks", "0"), ("pnet.log_every", "7")])
+    fine = cmd.load("configs/cascade.py:tiny", over + [("rnet.alpha.landmarks", "0"), ("pnet.log_every", "7"),
+                                                       ("pnet.total_steps", "500")])
     recipe.train_cascade(fine, work, progress=False, log=logs.append, stop_after="pnet_samples")
     assert logs == [logs[0]] and logs[0].startswith("pnet_samples: done before")
 
     # The CLI says the same in one line and exits non-zero.
     capsys.readouterr()
     args = ["train-cascade", "--config", "configs/cascade.py:tiny", "--workdir", str(work), "--no-progress",
-            "--stop-after", "pnet_samples", "--config.pnet.total_steps=500"]
-    args += [f"--config.{k}={v}" for k, v in over]
+            "--stop-after", "pnet_samples"]
+    args += [f"--config.{k}={v}" for k, v in over + [("pnet.data.val_every", "4")]]
     assert cli.main(args) != 0
     out = capsys.readouterr()
     assert out.err.strip().splitlines() == [f"mtcnn-jax: {err.value}"]
