@@ -386,13 +386,16 @@ def flat_settings(tree: Any, keys: Optional[Iterable[str]] = None) -> dict:
 
 
 def settings_change(made: dict, now: dict) -> list:
-    """``["rnet.alpha.landmarks: 0.5 -> 0.0", ...]``: the flat settings that differ, sorted (a key one
-    side lacks shows as ``"(none)"``)."""
+    """``["rnet.alpha.landmarks: 0.5 -> 0.0", ...]``: the flat settings both have that differ, sorted.
+
+    A key only one side has is not a change: the config schema grows (a new key
+    comes with the default that keeps the old behaviour), and a run made before
+    it must still resume.
+    """
     import json  # noqa: PLC0415
 
-    missing = "(none)"
-    return [f"{k}: {json.dumps(made.get(k, missing))} -> {json.dumps(now.get(k, missing))}"
-            for k in sorted(set(made) | set(now)) if made.get(k, missing) != now.get(k, missing)]
+    return [f"{k}: {json.dumps(made[k])} -> {json.dumps(now[k])}"
+            for k in sorted(set(made) & set(now)) if made[k] != now[k]]
 
 
 def describe_change(change: Sequence[str], shown: int = 3) -> str:

@@ -232,6 +232,9 @@ def max_pool_ceil(x: jax.Array, window: int, stride: int) -> jax.Array:
     tied cells of a window hold equal values, so the params' gradient is the same
     wherever they come from equal input patches).
     """
+    if not 1 <= stride <= window <= min(x.shape[1:3]):
+        raise ValueError(f"max_pool_ceil: needs 1 <= stride <= window <= height, width; got stride {stride}, "
+                         f"window {window} on {x.shape[1]}x{x.shape[2]}")
     return _max_along(_max_along(x, window, stride, 1), window, stride, 2)
 
 

@@ -108,6 +108,23 @@ def test_overlapping_max_pool_gradient_by_hand():
     np.testing.assert_array_equal(vjp2(g)[0][0, :, :, 0], [[0, 0, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 2, 0]])
 
 
+def test_partial_last_window_gradient_by_hand():
+    """3×3 / 2 Caffe pooling of a 3×6 map: column windows {0,1,2}, {2,3,4} and the partial {4,5}; the last
+    two share column 4. Values are checked bit for bit."""
+    row = jnp.array([1.0, 2.0, 3.0, 4.0, 8.0, 7.0])
+    x = jnp.zeros((3, 6)).at[1].set(row)[None, :, :, None]
+    g = jnp.array([[1.0, 2.0, 4.0]])[None, :, :, None]
+    y, vjp = jax.vjp(lambda v: train_nets.max_pool_ceil(v, 3, 2), x)
+    np.testing.assert_array_equal(y[0, :, :, 0], [[3.0, 8.0, 8.0]])
+    np.testing.assert_array_equal(vjp(g)[0][0, 1, :, 0], [0, 0, 1, 0, 6, 0])  # column 4 takes windows 1 and 2
+    y2, vjp2 = jax.vjp(lambda v: train_nets.max_pool_ceil(v, 3, 2), x.at[0, 1, 5, 0].set(9.0))
+    np.testing.assert_array_equal(y2[0, :, :, 0], [[3.0, 8.0, 9.0]])
+    np.testing.assert_array_equal(vjp2(g)[0][0, 1, :, 0], [0, 0, 1, 0, 2, 4])
+    assert not np.any(vjp2(g)[0][0, [0, 2]])
+    with pytest.raises(ValueError, match="stride 3, window 2"):
+        train_nets.max_pool_ceil(x, 2, 3)
+
+
 def test_chunk_bounds_by_hand():
     assert train_nets.chunk_bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]
     assert train_nets.chunk_bounds(448, 64) == [(i, i + 64) for i in range(0, 448, 64)]
