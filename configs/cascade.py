@@ -28,6 +28,14 @@ Variants (``--config configs/cascade.py:VARIANT``)::
       rnet: AP ... >=20 0.721, >=40 0.763 as authors' P + trained R + authors' O
       onet: AP ... >=20 0.657, >=40 0.682 as authors' P/R + trained O
 
+  Measured again 2026-12-03 at commit 4c208a8 (the faster pooling gradient of
+  ``mtcnn_jax/train_nets.py``, which changes no value) from a fresh clone on another
+  2-core machine (float32 matmul peak 281 GFLOP/s against 131): the same AP, 0.341 /
+  0.628 / 0.646, and the same validation AP and stage diagnostics to the last digit,
+  in **24 min 59 s** wall, peak RSS 1.9 GB. Stage times: P-Net samples 16 s, P-Net
+  87 s, R-Net mining 73 s, R-Net 272 s, O-Net mining 68 s, O-Net 686 s, calibrate
+  69 s, eval 227 s.
+
   O-Net is the weak stage. What moved the recipe from 0.263 / 0.509 / 0.571 (18 min
   45 s: R-Net 1,500 steps, O-Net 2,000 with 16 positives per batch), each chosen on
   the validation AP (the 64 training images no stage trains on) or the held-out
