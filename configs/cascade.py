@@ -36,6 +36,17 @@ Variants (``--config configs/cascade.py:VARIANT``)::
   87 s, R-Net mining 73 s, R-Net 272 s, O-Net mining 68 s, O-Net 686 s, calibrate
   69 s, eval 227 s.
 
+  Tried on that run's earlier steps and not adopted, each judged on the validation
+  AP and the held-out mined windows: O-Net 7,000 steps instead of 4,500 (+263 s):
+  held-out recall 0.891 → 0.903 but detection loss 0.184 → 0.220 (it over-fits the
+  mined windows), validation AP 0.408 / 0.708 / 0.710 → 0.412 / 0.716 / 0.718
+  (within the noise of 64 images; the evaluation AP fell to 0.335 / 0.612 / 0.609);
+  and, 2026-12-02, R-Net without the landmark task (``rnet.alpha.landmarks=0``):
+  validation AP 0.435 / 0.743 / 0.740, R-Net swapped into the authors' cascade
+  0.747 / 0.778 at ≥ 20 / ≥ 40 (against 0.721 / 0.763), but calibration chose 0.1
+  and the evaluation AP went 0.349 / 0.625 / 0.603; one run each, so neither
+  settles anything.
+
   O-Net is the weak stage. What moved the recipe from 0.263 / 0.509 / 0.571 (18 min
   45 s: R-Net 1,500 steps, O-Net 2,000 with 16 positives per batch), each chosen on
   the validation AP (the 64 training images no stage trains on) or the held-out
