@@ -147,7 +147,9 @@ def train_replicas(settings: Sequence[TrainSettings], workdir, rundirs: Sequence
     ``workdir``: the group's folder (samples, checkpoints); ``rundirs[i]``: replica
     ``i``'s folder (its ``config.json`` and metrics log). ``data``, ``max_steps``,
     ``overwrite`` as for :func:`mtcnn_jax.train.train_and_evaluate`. ``devices``:
-    the devices to use (default all of this host's).
+    the devices to use (default all of this host's). A group folder with
+    checkpoints resumes only with the members it was started with
+    (:func:`mtcnn_jax.train.check_same_replicas`: one line otherwise).
     """
     from mtcnn_jax import runs  # noqa: PLC0415
 
@@ -179,6 +181,7 @@ def _train_replicas(settings, workdir, rundirs, progress, max_steps, data, overw
     n_data = mesh.shape[train.DATA_AXIS]
     if sum(composition.values()) % n_data:
         raise ValueError(f"a batch of {sum(composition.values())} cannot be split over {n_data} devices")
+    train.check_same_replicas(workdir, settings)
     files.write_json(workdir / "replicas.json", {"members": [str(r) for r in rundirs],
                                                  "settings": [s.to_dict() for s in settings]}, indent=2)
     for s, rundir in zip(settings, rundirs):

@@ -438,7 +438,7 @@ def input_folders(settings: TrainSettings) -> list:
     return data_folders(settings.data) + ([Path(settings.samples)] if settings.samples else [])
 
 
-def check_same_run(workdir: Path, config: TrainSettings) -> None:
+def check_same_run(workdir: Path, config: TrainSettings, record: str = "config.json") -> None:
     """Refuse, in one line, to resume in ``workdir`` a run that was started with other settings.
 
     A rerun restores the latest checkpoint and goes on; under a changed config
@@ -447,14 +447,40 @@ def check_same_run(workdir: Path, config: TrainSettings) -> None:
     what the run makes count (:data:`mtcnn_jax.config_utils.NEUTRAL_KEYS` may
     change); a folder without checkpoints has nothing to resume.
     """
+    made = _started_with(Path(workdir), record)
+    if made is None:
+        return
+    change = _change(made, config)
+    if change:
+        _refuse(Path(workdir), f"a run started with other settings ({change})", "it")
+
+
+def check_same_replicas(workdir: Path, settings: list) -> None:
+    """:func:`check_same_run` for a group of replicas (:func:`mtcnn_jax.replicas.train_replicas`), whose
+    ``replicas.json`` records every member's settings."""
+    group = _started_with(Path(workdir), "replicas.json")
+    if group is None:
+        return
+    made = group.get("settings")
+    if not isinstance(made, list) or not all(isinstance(m, dict) for m in made):
+        _refuse(Path(workdir), "a group of replicas whose replicas.json is damaged", "them")
+    if len(made) != len(settings):
+        _refuse(Path(workdir), f"a group of {len(made)} replicas, not {len(settings)}", "them")
+    for i, (m, s) in enumerate(zip(made, settings)):
+        change = _change(m, s)
+        if change:
+            _refuse(Path(workdir), f"replicas started with other settings (replica {i}: {change})", "them")
+
+
+def _started_with(workdir: Path, record: str) -> Optional[dict]:
+    """The settings record ``workdir / record`` of a run that has checkpoints to resume, else None."""
     import json  # noqa: PLC0415
 
-    from mtcnn_jax import config_utils, files  # noqa: PLC0415
     from mtcnn_jax.errors import UserError  # noqa: PLC0415
 
-    path, checkpoints = Path(workdir) / "config.json", Path(workdir) / CHECKPOINTS_DIR
+    path, checkpoints = workdir / record, workdir / CHECKPOINTS_DIR
     if not path.is_file() or not (checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
-        return
+        return None
     try:
         made = json.loads(path.read_text())
         if not isinstance(made, dict):
@@ -462,11 +488,25 @@ def check_same_run(workdir: Path, config: TrainSettings) -> None:
     except (OSError, ValueError):
         raise UserError(f"{path} is damaged: cannot tell which settings the run in {workdir} was started with "
                         f"(delete {checkpoints} to start it again)") from None
+    return made
+
+
+def _change(made: dict, config: TrainSettings) -> str:
+    """The settings that differ between the record ``made`` and ``config``, described (empty: none)."""
+    import json  # noqa: PLC0415
+
+    from mtcnn_jax import config_utils, files  # noqa: PLC0415
+
     now = json.loads(json.dumps(files.json_ready(config.to_dict())))
     change = config_utils.settings_change(config_utils.flat_settings(made), config_utils.flat_settings(now))
-    if change:
-        raise UserError(f"{workdir} holds a run started with other settings ({config_utils.describe_change(change)}): "
-                        f"a rerun would resume it; use a new --workdir, or delete {checkpoints} to start it again")
+    return config_utils.describe_change(change) if change else ""
+
+
+def _refuse(workdir: Path, what: str, pronoun: str):
+    from mtcnn_jax.errors import UserError  # noqa: PLC0415
+
+    raise UserError(f"{workdir} holds {what}: a rerun would resume {pronoun}; use a new --workdir, "
+                    f"or delete {workdir / CHECKPOINTS_DIR} to start {pronoun} again")
 
 
 def train_and_evaluate(config, workdir, init: str = "scratch", progress: bool = True,

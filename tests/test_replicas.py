@@ -223,3 +223,35 @@ def test_stack_unstack_round_trip():
     for i, t in enumerate(replicas.unstack(s, 3)):
         np.testing.assert_array_equal(t["a"], [i, i])
         assert int(t["b"]["c"]) == i
+
+
+def test_resuming_a_group_with_other_settings_is_refused(tmp_path):
+    """A replica group with checkpoints resumes only with the members it was started with: another α for
+    one replica, or another number of replicas, stops in one line before anything is trained."""
+    import json  # noqa: PLC0415
+
+    from mtcnn_jax import files, train  # noqa: PLC0415
+    from mtcnn_jax.errors import UserError  # noqa: PLC0415
+
+    def member(seed, lm=0.5, log_every=2):
+        c = config_utils.load_config("configs/pnet.py:runlocal")
+        c.seed, c.alpha.landmarks, c.log_every = seed, lm, log_every
+        c.batch.negative, c.batch.positive, c.batch.part, c.batch.landmark = 12, 4, 4, 8
+        return TrainSettings.from_config(c)
+
+    group = tmp_path / "group"
+    (group / train.CHECKPOINTS_DIR / "3").mkdir(parents=True)
+    settings = [member(0), member(1)]
+    files.write_json(group / "replicas.json", {"members": ["r0", "r1"], "settings": [s.to_dict() for s in settings]})
+    train.check_same_replicas(group, settings)
+    train.check_same_replicas(group, [member(0, log_every=5), member(1)])  # logging may change
+    fix = f": a rerun would resume them; use a new --workdir, or delete {group / train.CHECKPOINTS_DIR} to start them again"
+    with pytest.raises(UserError) as err:
+        replicas.train_replicas([member(0), member(1, lm=0.0)], group, [tmp_path / "r0", tmp_path / "r1"],
+                                progress=False, data=({}, {}))  # refused before the (given) samples are read
+    assert str(err.value) == (f"{group} holds replicas started with other settings "
+                              f"(replica 1: alpha.landmarks: 0.5 -> 0.0){fix}")
+    with pytest.raises(UserError) as err:
+        train.check_same_replicas(group, [member(0), member(1), member(2)])
+    assert str(err.value) == f"{group} holds a group of 2 replicas, not 3{fix}"
+    assert json.loads((group / "replicas.json").read_text())["settings"][1]["alpha"]["landmarks"] == 0.5
