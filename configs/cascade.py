@@ -47,6 +47,15 @@ Variants (``--config configs/cascade.py:VARIANT``)::
   and the evaluation AP went 0.349 / 0.625 / 0.603; one run each, so neither
   settles anything.
 
+  A lead, not yet adopted (one run, no fresh-clone timing): colour jitter on O-Net's
+  windows (``--config.onet.augment.colour=0.2``, on the same earlier steps) lowered
+  O-Net's held-out detection loss 0.184 → 0.175 (accuracy 0.937 → 0.945, recall
+  0.891 → 0.893) and raised the validation AP to 0.414 / 0.718 / 0.726 (from 0.408 /
+  0.708 / 0.710); evaluation AP 0.346 / 0.636 / 0.654, O-Net swapped into the
+  authors' cascade 0.673 / 0.699 at ≥ 20 / ≥ 40. O-Net took 886 s against 686 s,
+  partly because tests shared the 2 cores during the run; what the jitter itself
+  costs on the host is not measured yet.
+
   O-Net is the weak stage. What moved the recipe from 0.263 / 0.509 / 0.571 (18 min
   45 s: R-Net 1,500 steps, O-Net 2,000 with 16 positives per batch), each chosen on
   the validation AP (the 64 training images no stage trains on) or the held-out
