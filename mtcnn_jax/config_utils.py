@@ -398,6 +398,22 @@ def settings_change(made: dict, now: dict) -> list:
             for k in sorted(set(made) & set(now)) if made[k] != now[k]]
 
 
+def read_settings_record(path: Path, which: str) -> Optional[dict]:
+    """The settings record (a JSON object) at ``path``; None when there is none. One that cannot be
+    read is a :class:`UserError`: ``"<path> is damaged: cannot tell which settings <which>"``."""
+    import json  # noqa: PLC0415
+
+    try:
+        made = json.loads(Path(path).read_text())
+        if not isinstance(made, dict):
+            raise ValueError
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        raise UserError(f"{path} is damaged: cannot tell which settings {which}") from None
+    return made
+
+
 def describe_change(change: Sequence[str], shown: int = 3) -> str:
     """The first ``shown`` entries of :func:`settings_change`, and how many more."""
     more = f"; and {len(change) - shown} more" if len(change) > shown else ""

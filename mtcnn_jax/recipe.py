@@ -168,16 +168,10 @@ def check_step_settings(config, workdir: Path) -> None:
     """
     same = []
     for step in STEPS:
-        path = workdir / step / SETTINGS_FILE
-        try:
-            made = json.loads(path.read_text())
-            if not isinstance(made, dict):
-                raise ValueError
-        except FileNotFoundError:
+        made = config_utils.read_settings_record(workdir / step / SETTINGS_FILE,
+                                                 f"{step} was made with (delete {workdir / step} to make it again)")
+        if made is None:
             continue  # not made yet, or made before steps kept a record: nothing to compare, nothing to offer
-        except (OSError, ValueError):
-            raise UserError(f"{path} is damaged: cannot tell which settings {step} was made with "
-                            f"(delete {workdir / step} to make it again)") from None
         change = config_utils.settings_change(made, step_settings(config, step))
         if change:
             shown = config_utils.describe_change(change)

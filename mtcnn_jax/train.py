@@ -438,7 +438,7 @@ def input_folders(settings: TrainSettings) -> list:
     return data_folders(settings.data) + ([Path(settings.samples)] if settings.samples else [])
 
 
-def check_same_run(workdir: Path, config: TrainSettings, record: str = "config.json") -> None:
+def check_same_run(workdir: Path, config: TrainSettings) -> None:
     """Refuse, in one line, to resume in ``workdir`` a run that was started with other settings.
 
     A rerun restores the latest checkpoint and goes on; under a changed config
@@ -447,7 +447,7 @@ def check_same_run(workdir: Path, config: TrainSettings, record: str = "config.j
     what the run makes count (:data:`mtcnn_jax.config_utils.NEUTRAL_KEYS` may
     change); a folder without checkpoints has nothing to resume.
     """
-    made = _started_with(Path(workdir), record)
+    made = _started_with(Path(workdir), "config.json")
     if made is None:
         return
     change = _change(made, config)
@@ -474,21 +474,14 @@ def check_same_replicas(workdir: Path, settings: list) -> None:
 
 def _started_with(workdir: Path, record: str) -> Optional[dict]:
     """The settings record ``workdir / record`` of a run that has checkpoints to resume, else None."""
-    import json  # noqa: PLC0415
+    from mtcnn_jax import config_utils  # noqa: PLC0415
 
-    from mtcnn_jax.errors import UserError  # noqa: PLC0415
-
-    path, checkpoints = workdir / record, workdir / CHECKPOINTS_DIR
-    if not path.is_file() or not (checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+    checkpoints = workdir / CHECKPOINTS_DIR
+    if not (workdir / record).is_file() or not (checkpoints.is_dir()
+                                                and any(p.name.isdigit() for p in checkpoints.iterdir())):
         return None
-    try:
-        made = json.loads(path.read_text())
-        if not isinstance(made, dict):
-            raise ValueError
-    except (OSError, ValueError):
-        raise UserError(f"{path} is damaged: cannot tell which settings the run in {workdir} was started with "
-                        f"(delete {checkpoints} to start it again)") from None
-    return made
+    return config_utils.read_settings_record(
+        workdir / record, f"the run in {workdir} was started with (delete {checkpoints} to start it again)")
 
 
 def _change(made: dict, config: TrainSettings) -> str:
