@@ -80,6 +80,9 @@ STEP_KEYS = {
                   "eval.thresholds", "eval.pyramid"),
     "eval": ("seed", "pnet", "mining", "rnet", "onet", "calibration", "eval"),
 }
+#: Keys under :data:`STEP_KEYS` that a step does not read: R-Net's samples and training come before
+#: R-Net proposes windows, so O-Net's mining threshold cannot change them.
+STEP_IGNORED = {"rnet_samples": ("mining.rnet_threshold",), "rnet": ("mining.rnet_threshold",)}
 #: The settings a step was made with, in its folder (written when the step starts).
 SETTINGS_FILE = "step_settings.json"
 
@@ -151,9 +154,12 @@ def read_done(workdir, step: str) -> Optional[dict]:
 
 def step_settings(config, step: str) -> dict:
     """``{"pnet.optimizer.learning_rate": 0.01, ...}``: the settings ``step``'s result depends on
-    (:data:`STEP_KEYS`, less :data:`mtcnn_jax.config_utils.NEUTRAL_KEYS`), flattened to dotted keys,
-    values as JSON has them."""
-    return config_utils.flat_settings(json.loads(config.to_json()), STEP_KEYS[step])
+    (:data:`STEP_KEYS`, less :data:`STEP_IGNORED` and :data:`mtcnn_jax.config_utils.NEUTRAL_KEYS`),
+    flattened to dotted keys, values as JSON has them."""
+    flat = config_utils.flat_settings(json.loads(config.to_json()), STEP_KEYS[step])
+    for key in STEP_IGNORED.get(step, ()):
+        flat.pop(key, None)
+    return flat
 
 
 def check_step_settings(config, workdir: Path) -> None:

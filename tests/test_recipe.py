@@ -280,6 +280,10 @@ def test_step_settings_by_hand():
     mined = recipe.step_settings(config, "onet_samples")
     assert mined["rnet.optimizer.name"] == "adam" and "onet.data.crops_per_face" in mined
     assert "onet.total_steps" not in mined  # O-Net's training does not change its samples
+    assert mined["mining.rnet_threshold"] == 0.7 and mined["mining.pnet_threshold"] == 0.6
+    for step in ("rnet_samples", "rnet"):  # mined before R-Net proposes anything
+        rnet = recipe.step_settings(config, step)
+        assert "mining.rnet_threshold" not in rnet and rnet["mining.pnet_threshold"] == 0.6
     onet = recipe.step_settings(config, "onet")
     assert onet["mining.pnet_threshold"] == 0.6 and onet["onet.alpha.landmarks"] == 1.0
     assert not any(k.startswith("eval.") for k in onet)
