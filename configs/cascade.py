@@ -162,7 +162,11 @@ def get_config(arg=None):
         for s in (c.rnet, c.onet):
             s.data.crops_per_landmark_face = 3
             s.augment.flip = True
+        c.onet.augment.colour = 0.2
         c.mining.random_crops_per_face = 4
+        # O-Net learns from the windows R-Net passes at the operating point calibrate chooses (0.3 or
+        # below), not only from those the raw network scores 0.7: the distribution it meets in the cascade.
+        c.mining.rnet_threshold = 0.3
         c.calibration = (0.7, 0.3, 0.1, 0.05, 0.02)
     elif variant == "tiny":
         c.pnet = _stage("pnet", 400, (48, 16, 16, 32), 0.01, threshold=0.6)
